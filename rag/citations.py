@@ -1,0 +1,131 @@
+"""Citations that do not depend on the model writing them.
+
+The model's ``[n]`` markers are kept where ``n`` names a source; markers that name no source are
+dropped; every sentence left without a marker is matched against the sources' sentences and
+gets the best-supported source (post-hoc attribution, as in RAGFlow and ALCE). Citations are then
+renumbered in order of first use, so only cited papers are listed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from .corpus import split_sentences
+from .retrieve import content_terms
+
+_MARKER = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+# A sentence must share at least this share of its content words with a source to be attributed.
+MIN_SUPPORT = 0.4
+# A model-written marker is kept when its source's support is within this margin of the best.
+SUPPORT_MARGIN = 0.2
+
+
+@dataclass
+class Source:
+    """A numbered source as shown to the model (n counts from 1)."""
+
+    n: int
+    paper_id: str
+    title: str
+    text: str  # the evidence the model saw
+    passage: str = ""  # the full retrieved passage; claims are checked against it
+    url: str | None = None
+
+    @property
+    def full_text(self) -> str:
+        return f"{self.title}. {self.passage or self.text}"
+
+
+@dataclass
+class Citation:
+    """A cited paper: the marker number in the answer, and the passage that supports the claim."""
+
+    n: int
+    paper_id: str
+    title: str
+    quote: str
+    url: str | None = None
+
+
+class TermWeights(Protocol):
+    idf: dict[str, float]
+    max_idf: float
+
+
+def support(claim_terms: set[str], passage: str, weights: TermWeights | None = None) -> float:
+    """Share of a claim's content terms that a passage contains, weighted by rarity (idf):
+    a claim about "CacheBlend" is not supported by a passage that only shares "GPU" with it."""
+    if not claim_terms:
+        return 0.0
+    terms = content_terms(passage)
+    if weights is None:
+        weight = dict.fromkeys(claim_terms, 1.0)
+    else:
+        weight = {t: weights.idf.get(t, weights.max_idf) for t in claim_terms}
+    total = sum(weight.values())
+    return sum(w for t, w in weight.items() if t in terms) / total if total else 0.0
+
+
+def best_quote(claim: str, source: Source, weights: TermWeights | None = None) -> tuple[str, float]:
+    """The sentence of a source that best supports a claim, and its support."""
+    terms = content_terms(claim)
+    best, best_score = "", -1.0
+    for sentence in split_sentences(source.full_text):
+        score = support(terms, sentence, weights)
+        if score > best_score:
+            best, best_score = sentence, score
+    return best, best_score
+
+
+def _split_answer(text: str) -> list[str]:
+    """Answer sentences, each keeping the markers that follow its full stop."""
+    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z0-9\[(])|\n+", text.strip())
+    sentences: list[str] = []
+    for part in parts:
+        part = part.strip()
+        if not part:
+            continue
+        if _MARKER.fullmatch(part) and sentences:
+            sentences[-1] += " " + part  # "... claim. [2]" style
+        else:
+            sentences.append(part)
+    return sentences
+
+
+def attribute(answer: str, sources: list[Source], weights: TermWeights | None = None) -> tuple[str, list[Citation]]:
+    """Return the answer with checked and completed markers, and its citations."""
+    by_n = {s.n: s for s in sources}
+    renumber: dict[int, int] = {}
+    quotes: dict[int, tuple[str, float]] = {}
+    out: list[str] = []
+    for sentence in _split_answer(answer):
+        cited = [int(n) for m in _MARKER.finditer(sentence) for n in re.split(r"[,;]", m.group(1))]
+        body = _MARKER.sub("", sentence).strip()
+        if not body:
+            continue
+        body_terms = content_terms(body)
+        scores = {src.n: support(body_terms, src.full_text, weights) for src in sources}
+        best = max(scores.values(), default=0.0)
+        # The model's own marker stands if its source supports the claim about as well as the
+        # best source does; otherwise the best-supporting source is cited instead.
+        floor = max(MIN_SUPPORT, best - SUPPORT_MARGIN)
+        valid = [n for n in dict.fromkeys(cited) if scores.get(n, 0.0) >= floor]
+        if not valid and best >= MIN_SUPPORT:
+            valid = [max(scores, key=scores.__getitem__)]
+        markers = []
+        for n in valid:
+            new = renumber.setdefault(n, len(renumber) + 1)
+            markers.append(f"[{new}]")
+            quote = best_quote(body, by_n[n], weights)
+            if quote[1] > quotes.get(n, ("", -1.0))[1]:
+                quotes[n] = quote
+        end = re.search(r"[.!?]$", body)
+        text = body[: end.start()] if end else body
+        out.append(text + (" " + "".join(markers) if markers else "") + (end.group() if end else ""))
+    citations = [
+        Citation(new, by_n[n].paper_id, by_n[n].title, quotes[n][0], by_n[n].url)
+        for n, new in sorted(renumber.items(), key=lambda kv: kv[1])
+    ]
+    return " ".join(out), citations

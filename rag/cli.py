@@ -1,0 +1,154 @@
+"""The ``paperchat`` command: ask, chat, ingest, papers, rebuild, serve."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+
+from .answer import Answer, Engine, QuestionError
+from .corpus import CorpusError
+from .llm import LLMError, Message
+from .settings import Settings
+from .store import StoreError
+from .weights import ModelFileError
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def format_answer(answer: Answer) -> str:
+    """The answer and its cited papers, as plain text."""
+    lines = [answer.text]
+    if answer.citations:
+        lines.append("")
+        for c in answer.citations:
+            lines.append(f"[{c.n}] {c.title}")
+            lines.append(f"    \"{c.quote}\"")
+    return "\n".join(lines)
+
+
+def _ask(engine: Engine, question: str, history: list[Message], show_timings: bool) -> Answer:
+    answer: Answer | None = None
+    for item in engine.ask_stream(question, history):
+        if isinstance(item, Answer):
+            answer = item
+        else:
+            print(item, end="", flush=True)
+    assert answer is not None
+    # The streamed text was the model's draft; print the checked answer with its sources.
+    print("\r\033[K" if sys.stdout.isatty() else "\n", end="")
+    print(format_answer(answer))
+    if show_timings:
+        t = answer.timings
+        print(f"\n(first words {t.get('first_token_s', 0):.2f} s, total {t.get('total_s', 0):.2f} s, "
+              f"{int(t.get('prompt_tokens', 0))} prompt tokens, {int(t.get('completion_tokens', 0))} generated)")
+    return answer
+
+
+def cmd_ask(engine: Engine, args: argparse.Namespace) -> int:
+    _ask(engine, " ".join(args.question), [], args.timings)
+    return 0
+
+
+def cmd_chat(engine: Engine, args: argparse.Namespace) -> int:
+    print(f"paperchat: {len(engine.store.papers())} papers. Ask a question; an empty line or Ctrl-D quits.")
+    history: list[Message] = []
+    while True:
+        try:
+            question = input("\n> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not question:
+            return 0
+        try:
+            answer = _ask(engine, question, history, args.timings)
+        except QuestionError as e:
+            print(f"error: {e}")
+            continue
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
+
+
+def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
+    for report in engine.ingest(args.files, progress=not args.quiet):
+        print(report)
+    print(f"the store now holds {len(engine.store.papers())} papers")
+    return 0
+
+
+def cmd_papers(engine: Engine, args: argparse.Namespace) -> int:
+    papers = sorted(engine.store.papers().values(), key=lambda p: p.title.casefold())
+    for p in papers:
+        if not args.grep or args.grep.casefold() in p.title.casefold():
+            print(f"{p.id}  {p.title}")
+    return 0
+
+
+def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
+    from ui.app import serve
+
+    serve(engine, open_browser=args.open)
+    return 0
+
+
+COMMANDS = {"ask": cmd_ask, "chat": cmd_chat, "ingest": cmd_ingest, "papers": cmd_papers, "serve": cmd_serve}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paperchat",
+        description="Cited answers over a collection of paper abstracts. Settings come from "
+        "PAPERCHAT_* environment variables (see the README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("ask", help="answer one question and list the cited papers")
+    p.add_argument("question", nargs="+", help="the question (quote it)")
+    p.add_argument("--timings", action="store_true", help="print first-token and total time")
+    p = sub.add_parser("chat", help="a conversation in the terminal (follow-up questions work)")
+    p.add_argument("--timings", action="store_true", help="print first-token and total time")
+    p = sub.add_parser("ingest", help="add collection files (JSONL or title/abstract text) to the store")
+    p.add_argument("files", nargs="+", help="collection files; all are checked before any is written")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("papers", help="list the papers in the store")
+    p.add_argument("--grep", help="only titles containing this text")
+    p = sub.add_parser("rebuild", help="delete the store and ingest the default collection and FILES again")
+    p.add_argument("files", nargs="*", help="collection files to ingest after the default one")
+    p = sub.add_parser("serve", help="start the chat web page")
+    p.add_argument("--open", action="store_true", help="open it in a browser")
+    return parser
+
+
+def rebuild(settings: Settings, files: Sequence[str]) -> int:
+    """Delete the embedded store and build it again."""
+    if settings.chroma_url:
+        print("error: rebuild works on the embedded store; with a Chroma server, delete the collection there",
+              file=sys.stderr)
+        return EXIT_FAILED
+    shutil.rmtree(settings.chroma_path, ignore_errors=True)
+    engine = Engine(settings)  # ingests the default collection into the empty store
+    for report in engine.ingest(files, progress=True):
+        print(report)
+    print(f"rebuilt {settings.chroma_path}: {len(engine.store.papers())} papers")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        if args.command == "rebuild":
+            return rebuild(settings, args.files)
+        engine = Engine(settings)
+        return COMMANDS[args.command](engine, args)
+    except (QuestionError, CorpusError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StoreError, LLMError, ModelFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

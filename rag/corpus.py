@@ -1,0 +1,249 @@
+"""Reading paper collections: the scraped title/abstract text format and JSONL.
+
+Both readers stream (one paper at a time) and raise :class:`CorpusError` naming the file, the
+line and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_TITLE_CHARS = 500
+MAX_ABSTRACT_CHARS = 100_000
+# An abstract line is at least this long; shorter lines at the top of a scraped file are page junk.
+MIN_ABSTRACT_CHARS = 100
+# The scraped page glues its "Subscribe" button text to the first title.
+_GLUED_PREFIX = re.compile(r"^Subscribe(?=[A-Z0-9])")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class CorpusError(ValueError):
+    """A collection file that cannot be read; says which file, which line and what is wrong."""
+
+    def __init__(self, path: Path | str, line: int | None, message: str) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.message = message
+        where = f"{self.path}:{line}" if line else str(self.path)
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Paper:
+    """One paper of a collection."""
+
+    id: str
+    title: str
+    abstract: str
+    url: str | None = None
+    authors: tuple[str, ...] = field(default_factory=tuple)
+    year: int | None = None
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of everything stored about the paper; a change means re-embedding."""
+        blob = json.dumps([self.title, self.abstract, self.url, list(self.authors), self.year])
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    @property
+    def text(self) -> str:
+        """Title and abstract, as embedded and searched."""
+        return f"{self.title}\n{self.abstract}"
+
+
+def clean_text(text: str) -> str:
+    """Normalise Unicode, drop control characters and fold white space."""
+    text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub(" ", text)
+    return " ".join(text.split())
+
+
+def title_key(title: str) -> str:
+    """A title folded for comparison: a paper with the same key replaces the stored one."""
+    return " ".join(re.findall(r"\w+", title.casefold()))
+
+
+def paper_id(title: str, abstract: str) -> str:
+    """The stable id of a paper whose file gives none."""
+    return hashlib.sha256(f"{title_key(title)}\n{clean_text(abstract)}".encode()).hexdigest()[:16]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split an abstract into sentences (good enough for scientific prose)."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def chunk_abstract(abstract: str, max_words: int) -> list[str]:
+    """Split an abstract into chunks of whole sentences of at most ``max_words`` words.
+
+    Abstracts shorter than that stay one chunk: one node per paper retrieves best here.
+    """
+    if len(abstract.split()) <= max_words:
+        return [abstract]
+    chunks: list[str] = []
+    current: list[str] = []
+    words = 0
+    for sentence in split_sentences(abstract):
+        n = len(sentence.split())
+        if current and words + n > max_words:
+            chunks.append(" ".join(current))
+            current, words = [], 0
+        current.append(sentence)
+        words += n
+    if current:
+        chunks.append(" ".join(current))
+    return chunks
+
+
+def _make_paper(
+    path: Path, line: int, title: str, abstract: str, pid: str | None = None, **extra: object
+) -> Paper:
+    title = clean_text(title)
+    abstract = clean_text(abstract)
+    if not title:
+        raise CorpusError(path, line, "the title is empty")
+    if not abstract:
+        raise CorpusError(path, line, "the abstract is empty")
+    if len(title) > MAX_TITLE_CHARS:
+        raise CorpusError(
+            path, line, f"the title is {len(title)} characters long (at most {MAX_TITLE_CHARS}): "
+            "is a title or abstract line missing above?"
+        )
+    if len(abstract) > MAX_ABSTRACT_CHARS:
+        raise CorpusError(path, line, f"the abstract is longer than {MAX_ABSTRACT_CHARS} characters")
+    return Paper(id=pid or paper_id(title, abstract), title=title, abstract=abstract, **extra)  # type: ignore[arg-type]
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                yield number, line.rstrip("\r\n")
+    except FileNotFoundError:
+        raise CorpusError(path, None, "no such file") from None
+    except IsADirectoryError:
+        raise CorpusError(path, None, "is a directory, not a collection file") from None
+    except UnicodeDecodeError as e:
+        raise CorpusError(path, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def iter_text(path: Path) -> Iterator[Paper]:
+    """Papers from a title line / abstract line file; leading page junk is skipped."""
+    lines = ((n, s) for n, s in _read_lines(path) if s.strip())
+    pending: tuple[int, str] | None = None
+    started = False
+    for number, text in lines:
+        if pending is None:
+            pending = (number, text)
+            continue
+        title_line, title = pending
+        if not started and len(text.strip()) < max(MIN_ABSTRACT_CHARS, 2 * len(title.strip())):
+            # Still in the page junk: the line after a title is a long abstract.
+            pending = (number, text)
+            continue
+        if not started:
+            title = _GLUED_PREFIX.sub("", title.strip())
+        started = True
+        yield _make_paper(path, title_line, title, text)
+        pending = None
+    if pending is not None:
+        if started:
+            raise CorpusError(path, pending[0], "a title line without an abstract line after it")
+        raise CorpusError(path, None, "no title/abstract line pairs found")
+    if not started:
+        raise CorpusError(path, None, "the file holds no papers")
+
+
+def _optional_str(path: Path, line: int, obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value).strip() or None
+    raise CorpusError(path, line, f"'{key}' must be a string, not {type(value).__name__}")
+
+
+def iter_jsonl(path: Path) -> Iterator[Paper]:
+    """Papers from a JSONL file: one object per line with title, abstract and optional
+    id, url, authors (list or string) and year."""
+    count = 0
+    for number, line in _read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CorpusError(path, number, f"not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise CorpusError(path, number, f"expected a JSON object, found {type(obj).__name__}")
+        for key in ("title", "abstract"):
+            if key not in obj:
+                raise CorpusError(path, number, f"missing field '{key}'")
+            if not isinstance(obj[key], str):
+                raise CorpusError(path, number, f"'{key}' must be a string, not {type(obj[key]).__name__}")
+        authors = obj.get("authors") or []
+        if isinstance(authors, str):
+            authors = tuple(a.strip() for a in authors.split(",") if a.strip())
+        elif isinstance(authors, list) and all(isinstance(a, str) for a in authors):
+            authors = tuple(clean_text(a) for a in authors)
+        else:
+            raise CorpusError(path, number, "'authors' must be a list of strings or a string")
+        year = obj.get("year")
+        if year is not None and (isinstance(year, bool) or not isinstance(year, int)):
+            if isinstance(year, str) and year.strip().isdigit():
+                year = int(year)
+            else:
+                raise CorpusError(path, number, f"'year' must be an integer, not {year!r}")
+        yield _make_paper(
+            path, number, obj["title"], obj["abstract"], pid=_optional_str(path, number, obj, "id"),
+            url=_optional_str(path, number, obj, "url"), authors=authors, year=year,
+        )
+        count += 1
+    if count == 0:
+        raise CorpusError(path, None, "the file holds no papers")
+
+
+def is_jsonl(path: Path) -> bool:
+    """JSONL by extension, else by a first non-blank character of '{'."""
+    if path.suffix.lower() in {".jsonl", ".json", ".ndjson"}:
+        return True
+    if path.suffix.lower() in {".txt", ".text"}:
+        return False
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096).lstrip()
+    except OSError:
+        return False
+    return head.startswith(b"{")
+
+
+def iter_papers(path: Path | str) -> Iterator[Paper]:
+    """Stream the papers of a collection file, in either format.
+
+    Duplicate papers (same id and content) are yielded once; the same id with different content
+    is an error.
+    """
+    path = Path(path)
+    seen: dict[str, tuple[str, str]] = {}
+    reader = iter_jsonl if is_jsonl(path) else iter_text
+    for paper in reader(path):
+        previous = seen.get(paper.id)
+        if previous is not None:
+            if previous[0] != paper.content_hash:
+                raise CorpusError(path, None, f"id {paper.id!r} is used by two different papers "
+                                  f"({previous[1]!r} and {paper.title!r})")
+            continue
+        seen[paper.id] = (paper.content_hash, paper.title)
+        yield paper
+
+
+def load_papers(path: Path | str) -> list[Paper]:
+    """All papers of a collection file (see :func:`iter_papers`)."""
+    return list(iter_papers(path))

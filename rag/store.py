@@ -1,0 +1,254 @@
+"""The persistent paper store: a Chroma collection written through llama-index.
+
+One Chroma record per chunk (most abstracts are one chunk), with the paper's id, title and
+content hash as metadata. Ingestion is idempotent: unchanged papers are skipped before anything
+is embedded, changed ones are replaced, and a bad file is rejected before any write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+# Chroma's product telemetry would try to reach the internet.
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+import chromadb
+from chromadb.config import Settings as ChromaSettings
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.schema import TextNode
+from llama_index.vector_stores.chroma import ChromaVectorStore
+from tqdm import tqdm
+
+from .corpus import CorpusError, Paper, chunk_abstract, iter_papers, title_key
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+REBUILD_HINT = "rebuild it with: paperchat rebuild"
+
+
+class StoreError(RuntimeError):
+    """The store is missing, damaged, or was built with another embedding model."""
+
+
+@dataclass
+class StoredPaper:
+    """What the store knows about one paper."""
+
+    id: str
+    title: str
+    content_hash: str
+    url: str | None = None
+
+
+@dataclass
+class IngestReport:
+    """What one ingestion of one file did."""
+
+    path: Path
+    papers: int = 0
+    added: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    replaced_ids: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"{self.path}: {self.papers} papers: {self.added} added, {self.replaced} replaced, "
+                f"{self.unchanged} unchanged ({self.chunks} chunks embedded in {self.seconds:.1f} s)")
+
+
+def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while batch := list(islice(it, n)):
+        yield batch
+
+
+def open_client(settings: Settings) -> Any:
+    """A Chroma server client when ``chroma_url`` is set, else an embedded persistent store."""
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_url:
+        from urllib.parse import urlparse
+
+        url = urlparse(settings.chroma_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise StoreError(f"PAPERCHAT_CHROMA_URL {settings.chroma_url!r} is not an http(s)://host:port URL")
+        try:
+            return chromadb.HttpClient(
+                host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https", headers=settings.chroma_headers, settings=chroma_settings,
+            )
+        except Exception as e:  # chromadb raises plain ValueError/ConnectionError here
+            raise StoreError(f"cannot reach the Chroma server at {settings.chroma_url}: {e}") from e
+    path = settings.chroma_path
+    if path.exists() and not (path / "chroma.sqlite3").is_file():
+        raise StoreError(f"{path} exists but holds no Chroma store (chroma.sqlite3 is missing): {REBUILD_HINT}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    except Exception as e:
+        raise StoreError(f"the store at {path} cannot be opened ({e}): {REBUILD_HINT}") from e
+
+
+class Store:
+    """Papers in a Chroma collection, embedded with the given model."""
+
+    def __init__(self, settings: Settings, embed_model: BaseEmbedding) -> None:
+        self.settings = settings
+        self.embed_model = embed_model
+        self.client = open_client(settings)
+        self._open_collection()
+        #: Incremented on every write, so readers know when to rebuild their indexes.
+        self.version = 0
+
+    def _open_collection(self) -> None:
+        settings, embed_model = self.settings, self.embed_model
+        try:
+            self.collection = self.client.get_or_create_collection(
+                settings.collection,
+                metadata={"hnsw:space": "cosine", "embedding_model": embed_model.model_name},
+                # None: Chroma must never embed on its own (its default downloads a model).
+                embedding_function=None,
+            )
+            metadata = self.collection.metadata or {}
+        except Exception as e:
+            raise StoreError(f"the store's collection {settings.collection!r} cannot be read ({e}): {REBUILD_HINT}") from e
+        stored_model = metadata.get("embedding_model")
+        if stored_model != embed_model.model_name:
+            raise StoreError(
+                f"the store was built with the embedding model {stored_model!r}, not "
+                f"{embed_model.model_name!r}: {REBUILD_HINT}"
+            )
+        self.vector_store = ChromaVectorStore(chroma_collection=self.collection)
+
+    # ----- reading -------------------------------------------------------------------------
+    def count(self) -> int:
+        """Number of chunks stored."""
+        return self.collection.count()
+
+    def papers(self) -> dict[str, StoredPaper]:
+        """Every stored paper by id."""
+        out: dict[str, StoredPaper] = {}
+        for meta in self._all(include=["metadatas"])["metadatas"]:
+            pid = meta["paper_id"]
+            if pid not in out:
+                out[pid] = StoredPaper(pid, meta["title"], meta["content_hash"], meta.get("url"))
+        return out
+
+    def chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """All chunk ids, texts and metadata (for the keyword index)."""
+        got = self._all(include=["documents", "metadatas"])
+        return got["ids"], got["documents"], got["metadatas"]
+
+    def _all(self, include: list[str], page: int = 5000) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"ids": [], "documents": [], "metadatas": []}
+        offset = 0
+        while True:
+            got = self.collection.get(include=include, limit=page, offset=offset)  # type: ignore[arg-type]
+            out["ids"] += got["ids"]
+            for key in ("documents", "metadatas"):
+                if got.get(key):
+                    out[key] += got[key]
+            if len(got["ids"]) < page:
+                return out
+            offset += page
+
+    # ----- writing -------------------------------------------------------------------------
+    def ingest(self, path: Path | str, progress: bool | None = None) -> IngestReport:
+        """Add the papers of one collection file; see the module docstring for the rules.
+
+        The whole file is read and checked first: a bad file raises :class:`CorpusError` and
+        leaves the store as it was.
+        """
+        path = Path(path)
+        start = time.perf_counter()
+        report = IngestReport(path=path)
+        report.papers = sum(1 for _ in iter_papers(path))  # validation pass, nothing written yet
+        stored = self.papers()
+        by_title = {title_key(p.title): p.id for p in stored.values()}
+        show = progress if progress is not None else sys.stderr.isatty()
+        with tqdm(total=report.papers, desc=f"ingest {path.name}", unit="paper", disable=not show) as bar:
+            for batch in _batched(iter_papers(path), self.settings.ingest_batch):
+                todo: list[Paper] = []
+                stale: set[str] = set()
+                for paper in batch:
+                    old = stored.get(paper.id)
+                    if old is not None and old.content_hash == paper.content_hash:
+                        report.unchanged += 1
+                        continue
+                    # A changed paper keeps its id (JSONL) or its title (text format).
+                    replaces = {old.id} if old else set()
+                    if (same_title := by_title.get(title_key(paper.title))) is not None:
+                        replaces.add(same_title)
+                    stale |= replaces
+                    report.replaced += bool(replaces)
+                    report.added += not replaces
+                    todo.append(paper)
+                if todo:
+                    report.chunks += self._write(todo, stale, source=path.name)
+                    report.replaced_ids += sorted(stale)
+                    for old_id in stale:
+                        by_title.pop(title_key(stored.pop(old_id).title), None)
+                    for paper in todo:
+                        stored[paper.id] = StoredPaper(paper.id, paper.title, paper.content_hash, paper.url)
+                        by_title[title_key(paper.title)] = paper.id
+                bar.update(len(batch))
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _write(self, papers: list[Paper], stale: set[str], source: str) -> int:
+        nodes: list[TextNode] = []
+        for paper in papers:
+            for i, chunk in enumerate(chunk_abstract(paper.abstract, self.settings.chunk_words)):
+                metadata: dict[str, Any] = {
+                    "paper_id": paper.id, "title": paper.title, "content_hash": paper.content_hash,
+                    "chunk": i, "source": source,
+                }
+                if paper.url:
+                    metadata["url"] = paper.url
+                if paper.year is not None:
+                    metadata["year"] = paper.year
+                if paper.authors:
+                    metadata["authors"] = ", ".join(paper.authors)
+                nodes.append(TextNode(id_=f"{paper.id}:{i}", text=f"{paper.title}\n{chunk}", metadata=metadata))
+        vectors = self.embed_model.get_text_embedding_batch([n.text for n in nodes])
+        for node, vector in zip(nodes, vectors):
+            node.embedding = vector
+        # Old versions go first: a crash in between leaves the paper missing, and a rerun adds it.
+        if stale:
+            self.collection.delete(where={"paper_id": {"$in": sorted(set(stale))}})
+        self.vector_store.add(nodes)
+        self.version += 1
+        return len(nodes)
+
+    def remove(self, paper_ids: list[str]) -> None:
+        """Delete papers by id."""
+        if paper_ids:
+            self.collection.delete(where={"paper_id": {"$in": list(paper_ids)}})
+            self.version += 1
+
+    def clear(self) -> None:
+        """Delete the whole collection and start an empty one."""
+        self.client.delete_collection(self.settings.collection)
+        self._open_collection()
+        self.version += 1
+
+
+def ingest_files(store: Store, paths: Iterable[Path | str], progress: bool | None = None) -> list[IngestReport]:
+    """Ingest several files; every file is checked before the first one is written."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        for _ in iter_papers(path):
+            pass
+    return [store.ingest(p, progress=progress) for p in paths]
+
+
+__all__ = ["CorpusError", "IngestReport", "Store", "StoreError", "StoredPaper", "ingest_files", "open_client"]

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from rag.cli import build_parser, format_answer, main
+from rag.answer import Answer
+from rag.citations import Citation
+
+
+@pytest.mark.parametrize("command", [[], ["ask"], ["chat"], ["ingest"], ["papers"], ["rebuild"], ["serve"]])
+def test_help_on_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: paperchat" in capsys.readouterr().out
+
+
+def test_format_answer_lists_cited_papers():
+    answer = Answer("q", "It is fast [1].", [Citation(1, "p", "A Paper", "It is 2x fast.")], False, [])
+    assert format_answer(answer) == 'It is fast [1].\n\n[1] A Paper\n    "It is 2x fast."'
+
+
+def test_bad_settings_are_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("PAPERCHAT_TOP_K", "many")
+    assert main(["papers"]) == 1
+    assert "top_k" in capsys.readouterr().err
+
+
+def test_empty_question_is_a_usage_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PAPERCHAT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PAPERCHAT_DEFAULT_CORPUS", "")
+    assert main(["ask", "   "]) == 2
+    assert "the question is empty" in capsys.readouterr().err

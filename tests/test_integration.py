@@ -1,0 +1,83 @@
+"""The real embedding model and the real embedded LLM, end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rag import ABSTAIN_TEXT, Engine, Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="module")
+def engine(data_dir):
+    return Engine(Settings(data_dir=data_dir))
+
+
+@pytest.mark.parametrize(
+    ("question", "title", "rank"),
+    [
+        ("How does CacheBlend reuse KV caches?", "CacheBlend: Fast Large Language Model Serving", 1),
+        ("What context length does Qwen2.5-1M support?", "Qwen2.5-1M Technical Report", 1),
+        ("What prefill speed does mllm-NPU reach?", "Empowering 1000 tokens/second", 1),
+        ("Which paper speeds up prefill on phone NPUs?", "Empowering 1000 tokens/second", 3),
+        ("Which method packs prompts of different lengths together to speed up prefilling?", "Prepacking", 3),
+    ],
+)
+def test_retrieval_finds_the_right_paper(engine, question, title, rank):
+    hits = engine.retrieve(question, k=5)
+    assert any(h.title.startswith(title) for h in hits[:rank]), [h.title for h in hits]
+
+
+def test_known_question_is_answered_and_cites_the_right_paper(engine):
+    answer = engine.ask("How does CacheBlend reuse KV caches?")
+    assert not answer.abstained, answer.text
+    assert "[1]" in answer.text
+    assert answer.citations[0].title.startswith("CacheBlend")
+    assert answer.citations[0].quote in answer.sources[0].text or "CacheBlend" in answer.citations[0].quote
+    assert answer.timings["prompt_tokens"] > 0 and answer.timings["completion_tokens"] > 0
+
+
+def test_figure_question_cites_the_paper_with_the_figure(engine):
+    answer = engine.ask("What prefill speed does mllm-NPU reach?")
+    assert not answer.abstained, answer.text
+    assert any(c.title.startswith("Empowering 1000 tokens/second") for c in answer.citations)
+
+
+@pytest.mark.parametrize("question", ["What is the capital of France?", "Who won the 2018 football World Cup?"])
+def test_unanswerable_question_abstains(engine, question):
+    answer = engine.ask(question)
+    assert answer.abstained and answer.text == ABSTAIN_TEXT and answer.citations == []
+
+
+def test_follow_up_stays_on_the_same_paper(engine):
+    first = engine.ask("How does CacheBlend reuse KV caches?")
+    history = [{"role": "user", "content": "How does CacheBlend reuse KV caches?"},
+               {"role": "assistant", "content": first.text}]
+    answer = engine.ask("By how much does it reduce the time to first token?", history=history)
+    assert any(h.title.startswith("CacheBlend") for h in answer.sources[:2])
+    assert answer.abstained or answer.citations[0].title.startswith("CacheBlend")
+
+
+def test_command_line_ask_and_bad_ingest(engine, data_dir, tmp_path):
+    env = {**os.environ, "PAPERCHAT_DATA_DIR": str(data_dir)}
+    cli = [sys.executable, "-m", "rag.cli"]
+    out = subprocess.run([*cli, "ask", "How does CacheBlend reuse KV caches?"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "[1] CacheBlend: Fast Large Language Model Serving" in out.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "ok", "abstract": "fine"}\n{"title": "broken"\n')
+    out = subprocess.run([*cli, "ingest", str(bad)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert f"{bad}:2: not valid JSON" in out.stderr
+    assert len(engine.store.papers()) == 71

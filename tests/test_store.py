@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rag.corpus import CorpusError, load_papers
+from rag.settings import DEFAULT_CORPUS, Settings
+from rag.store import Store, StoreError, ingest_files
+
+from .conftest import HashEmbedding
+
+
+def jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def snapshot(store: Store) -> dict[str, str]:
+    return {p.id: p.content_hash for p in store.papers().values()}
+
+
+def test_ingest_is_idempotent_and_embeds_nothing_the_second_time(settings, embed):
+    store = Store(settings, embed)
+    first = store.ingest(DEFAULT_CORPUS)
+    assert (first.papers, first.added, first.unchanged) == (71, 71, 0)
+    assert store.count() == 71 and len(store.papers()) == 71
+    embedded = embed.embedded
+    second = store.ingest(DEFAULT_CORPUS)
+    assert (second.added, second.replaced, second.unchanged, second.chunks) == (0, 0, 71, 0)
+    assert embed.embedded == embedded
+    assert store.count() == 71
+
+
+def test_small_batches_store_everything(tmp_path, embed):
+    store = Store(Settings(data_dir=tmp_path, default_corpus=None, ingest_batch=7), embed)
+    store.ingest(DEFAULT_CORPUS)
+    assert {p.id for p in load_papers(DEFAULT_CORPUS)} == set(store.papers())
+
+
+def test_changed_paper_is_replaced_by_title_in_text_format(settings, embed, tmp_path):
+    store = Store(settings, embed)
+    store.ingest(DEFAULT_CORPUS)
+    original = DEFAULT_CORPUS.read_text().splitlines()
+    changed = list(original)
+    changed[3] = original[3] + " We also release the code."  # the first paper's abstract
+    path = tmp_path / "changed.txt"
+    path.write_text("\n".join(changed))
+    report = store.ingest(path)
+    assert (report.replaced, report.added, report.unchanged) == (1, 0, 70)
+    assert len(store.papers()) == 71
+    _, texts, _ = store.chunks()
+    assert sum("We also release the code." in t for t in texts) == 1
+
+
+def test_changed_paper_with_same_id_is_replaced_and_new_file_adds(settings, embed, tmp_path):
+    store = Store(settings, embed)
+    store.ingest(DEFAULT_CORPUS)
+    a = jsonl(tmp_path / "a.jsonl", [{"id": "x1", "title": "Extra Paper", "abstract": "Old abstract about zebras."}])
+    assert store.ingest(a).added == 1
+    b = jsonl(tmp_path / "a.jsonl", [{"id": "x1", "title": "Extra Paper v2", "abstract": "New abstract about giraffes."}])
+    report = store.ingest(b)
+    assert (report.replaced, report.added) == (1, 0)
+    assert store.papers()["x1"].title == "Extra Paper v2"
+    assert len(store.papers()) == 72
+    assert not any("zebras" in t for t in store.chunks()[1])
+
+
+def test_bad_file_leaves_the_store_untouched(settings, embed, tmp_path):
+    store = Store(settings, embed)
+    store.ingest(DEFAULT_CORPUS)
+    before = snapshot(store)
+    good = jsonl(tmp_path / "good.jsonl", [{"title": "Fine", "abstract": "A fine abstract."}])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "One", "abstract": "ok"}\n{"title": "Two"}\n')
+    with pytest.raises(CorpusError) as err:
+        ingest_files(store, [good, bad])
+    assert err.value.line == 2 and "bad.jsonl" in str(err.value)
+    assert snapshot(store) == before  # the good file was not written either
+
+
+def test_store_remembers_its_embedding_model(settings, embed):
+    Store(settings, embed).ingest(DEFAULT_CORPUS)
+
+    class Other(HashEmbedding):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model_name = "another-model"
+
+    with pytest.raises(StoreError, match="paperchat rebuild"):
+        Store(settings, Other())
+
+
+def test_store_persists_across_opens(settings, embed):
+    Store(settings, embed).ingest(DEFAULT_CORPUS)
+    assert len(Store(settings, embed).papers()) == 71
+
+
+def test_damaged_store_says_how_to_rebuild(settings, embed):
+    Store(settings, embed).ingest(DEFAULT_CORPUS)
+    (settings.chroma_path / "chroma.sqlite3").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="paperchat rebuild"):
+        Store(settings, embed).papers()
+
+
+def test_folder_without_a_store_says_how_to_rebuild(settings, embed):
+    settings.chroma_path.mkdir(parents=True)
+    (settings.chroma_path / "stray.txt").write_text("x")
+    with pytest.raises(StoreError, match="paperchat rebuild"):
+        Store(settings, embed)
