@@ -42,6 +42,8 @@ class Answer:
     abstain_reason: str = ""
 
 
+# Names in a question: CamelCase (CacheBlend), acronyms (TTFT), or words with digits (GPT-5, A100).
+_NAME = re.compile(r"\b(?:[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{2,}\w*|[A-Za-z]+-?\d[\w.]*|\d+[A-Za-z]\w*)(?:[-.]\w+)*")
 # Special-token text in an abstract could close the prompt's turn; it never belongs in evidence.
 _SPECIAL = re.compile(r"<\|[^|>]{0,40}\|>")
 
@@ -176,6 +178,9 @@ class Engine:
         """Whether retrieval found anything worth asking the model about."""
         if not hits:
             return False
+        evidence = " ".join(f"{h.title} {h.text}" for h in hits).casefold()
+        if any(name.casefold() not in evidence for name in _NAME.findall(question)):
+            return False  # the question names something (GPT-5, PagedAttention) no retrieved paper mentions
         if max((h.similarity or 0.0) for h in hits) >= self.settings.min_similarity:
             return True
         terms = content_terms(question)

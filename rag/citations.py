@@ -1,9 +1,10 @@
 """Citations that do not depend on the model writing them.
 
 The model's ``[n]`` markers are kept where ``n`` names a source; markers that name no source are
-dropped; every sentence left without a marker is matched against the sources' sentences and
-gets the best-supported source (post-hoc attribution, as in RAGFlow and ALCE). Citations are then
-renumbered in order of first use, so only cited papers are listed.
+dropped; every sentence left without a marker is matched against the sources and gets the
+best-supporting one (post-hoc attribution, as in RAGFlow and ALCE); a sentence no source supports,
+or with a figure its source does not contain, is removed. Citations are then renumbered in order
+of first use, so only cited papers are listed.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def support(claim_terms: set[str], passage: str, weights: TermWeights | None = N
     if not claim_terms:
         return 0.0
     terms = content_terms(passage)
+    # A figure the passage does not contain is never supported by it, however many words match.
+    if any(t[0].isdigit() and t not in terms for t in claim_terms if re.fullmatch(r"[\d.]+", t)):
+        return 0.0
     if weights is None:
         weight = dict.fromkeys(claim_terms, 1.0)
     else:
@@ -114,6 +118,8 @@ def attribute(answer: str, sources: list[Source], weights: TermWeights | None = 
         valid = [n for n in dict.fromkeys(cited) if scores.get(n, 0.0) >= floor]
         if not valid and best >= MIN_SUPPORT:
             valid = [max(scores, key=scores.__getitem__)]
+        if not valid and body_terms:
+            continue  # a claim no source supports is not shown
         markers = []
         for n in valid:
             new = renumber.setdefault(n, len(renumber) + 1)

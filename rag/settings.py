@@ -51,9 +51,11 @@ class Settings(BaseSettings):
     # --- retrieval ------------------------------------------------------------------------
     retrieve_k: int = Field(default=5, ge=1, le=100, description="Hits returned by retrieve().")
     candidates: int = Field(default=20, ge=1, description="Candidates each retriever gives to the fusion.")
-    rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
+    rrf_k: int = Field(default=10, ge=1, description="Reciprocal-rank-fusion constant (lower: top ranks count more).")
     dense_weight: float = Field(default=1.0, ge=0, description="Weight of the dense ranking in the fusion.")
-    bm25_weight: float = Field(default=1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")
+    bm25_weight: float = Field(
+        default=2.0, ge=0, description="Weight of the BM25 ranking in the fusion (eval/CHANGELOG.md: 2.0 beat 1.0)."
+    )
     min_similarity: float = Field(
         default=0.30,
         description="Abstain without calling the LLM when the best dense cosine similarity is below this "

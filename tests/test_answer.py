@@ -54,6 +54,14 @@ def test_unsupported_answer_abstains(make_engine):
     assert answer.abstained and answer.abstain_reason == "unsupported" and answer.citations == []
 
 
+def test_question_naming_something_no_paper_mentions_abstains_without_the_model(make_engine):
+    engine = make_engine()
+    for question in ("How does PagedAttention manage KV cache memory?", "What prefill speedup does Mamba-2 report?"):
+        answer = engine.ask(question)
+        assert answer.abstained and answer.abstain_reason == "retrieval"
+    assert engine.llm.calls == []
+
+
 def test_off_topic_question_abstains_without_calling_the_model(make_engine):
     engine = make_engine()  # no replies queued: any LLM call fails the test
     answer = engine.ask("What is the capital of France?")
