@@ -124,6 +124,10 @@ def answer_metrics(engine: Engine, rows: list[dict[str, Any]]) -> tuple[dict[str
         vals = [p[key] for p in per if p[key] is not None and (kinds is None or p["type"] in kinds)]
         return statistics.mean(vals) if vals else None
 
+    def by_type(key: str) -> dict[str, float]:
+        scores = {kind: mean(key, {kind}) for kind in sorted({p["type"] for p in per})}
+        return {kind: v for kind, v in scores.items() if v is not None}
+
     answerable = [p for p in per if p["type"] != "unanswerable"]
     unanswerable = [p for p in per if p["type"] == "unanswerable"]
     timed = [p for p in per if not p["abstained"] or p["prompt_tokens"]]
@@ -133,8 +137,8 @@ def answer_metrics(engine: Engine, rows: list[dict[str, Any]]) -> tuple[dict[str
         "n": len(per),
         "citation_precision": mean("citation_precision"),
         "citation_recall": mean("citation_recall"),
-        "key_facts": {k: mean("key_facts", {k}) for k in sorted({p["type"] for p in per}) if mean("key_facts", {k}) is not None},
-        "key_facts_shown": {k: mean("key_facts_shown", {k}) for k in sorted({p["type"] for p in per}) if mean("key_facts_shown", {k}) is not None},
+        "key_facts": by_type("key_facts"),
+        "key_facts_shown": by_type("key_facts_shown"),
         "abstention_on_unanswerable": statistics.mean(p["abstained"] for p in unanswerable) if unanswerable else None,
         "answer_rate_on_answerable": statistics.mean(not p["abstained"] for p in answerable) if answerable else None,
         "first_token_s_p50": statistics.median(first) if first else None,

@@ -55,14 +55,14 @@ class TermWeights(Protocol):
     max_idf: float
 
 
-def support(claim_terms: set[str], passage: str, weights: TermWeights | None = None) -> float:
+def support(claim_terms: frozenset[str], passage: str, weights: TermWeights | None = None) -> float:
     """Share of a claim's content terms that a passage contains, weighted by rarity (idf):
     a claim about "CacheBlend" is not supported by a passage that only shares "GPU" with it."""
     if not claim_terms:
         return 0.0
     terms = content_terms(passage)
     # A figure the passage does not contain is never supported by it, however many words match.
-    if any(t[0].isdigit() and t not in terms for t in claim_terms if re.fullmatch(r"[\d.]+", t)):
+    if any(t not in terms for t in claim_terms if re.fullmatch(r"\d[\d.]*", t)):
         return 0.0
     if weights is None:
         weight = dict.fromkeys(claim_terms, 1.0)

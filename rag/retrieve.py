@@ -6,6 +6,7 @@ a Chroma-backed index, so the keyword index is built here from the stored chunk 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -51,12 +52,15 @@ def tokenize(texts: list[str]) -> list[list[str]]:
     return bm25s.tokenize(texts, stemmer=_STEMMER, stopwords=STOPWORDS, return_ids=False, show_progress=False)
 
 
-def content_terms(text: str) -> set[str]:
-    """The stemmed content words and numbers of a text."""
-    terms = set(tokenize([text])[0])
-    terms |= set(re.findall(r"\d+(?:\.\d+)?", text))
+@functools.lru_cache(maxsize=4096)
+def content_terms(text: str) -> frozenset[str]:
+    """The stemmed content words and numbers of a text.
+
+    Cached: citation checking scores every answer sentence against the same source texts.
+    """
+    terms = set(tokenize([text])[0]) | set(re.findall(r"\d+(?:\.\d+)?", text))
     terms.discard("")
-    return terms
+    return frozenset(terms)
 
 
 class KeywordIndex:
