@@ -19,7 +19,7 @@ from .corpus import clean_text, split_sentences
 from .llm import LLM, Message, make_llm
 from .retrieve import Hit, HybridRetriever, content_terms
 from .settings import Settings
-from .store import IngestReport, Store, ingest_files
+from .store import IngestReport, ProgressCallback, Store, ingest_files
 
 
 class QuestionError(ValueError):
@@ -102,9 +102,14 @@ class Engine:
             self.ingest([self.settings.default_corpus])
 
     # ----- collection --------------------------------------------------------------------
-    def ingest(self, paths: Iterable[Path | str], progress: bool | None = None) -> list[IngestReport]:
+    def ingest(
+        self,
+        paths: Iterable[Path | str],
+        progress: bool | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[IngestReport]:
         """Add collection files to the store (see :meth:`Store.ingest`)."""
-        return ingest_files(self.store, paths, progress=progress)
+        return ingest_files(self.store, paths, progress=progress, on_progress=on_progress)
 
     def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
         """The best ``k`` papers for a question."""

@@ -89,7 +89,7 @@ def cmd_papers(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
     from ui.app import serve
 
-    serve(engine, open_browser=args.open)
+    serve(engine, open_browser=not args.no_browser)
     return 0
 
 
@@ -115,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grep", help="only titles containing this text")
     p = sub.add_parser("rebuild", help="delete the store and ingest the default collection and FILES again")
     p.add_argument("files", nargs="*", help="collection files to ingest after the default one")
-    p = sub.add_parser("serve", help="start the chat web page")
-    p.add_argument("--open", action="store_true", help="open it in a browser")
+    p = sub.add_parser("serve", help="start the chat web page and open it in a browser")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     return parser
 
 

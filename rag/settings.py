@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from platformdirs import user_cache_dir, user_data_dir
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DATA = Path(__file__).parent / "data"
@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # --- web UI ---------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address the web UI binds to.")
     port: int = Field(default=7860, ge=0, le=65535, description="Port of the web UI.")
+    ui_username: str | None = Field(default=None, description="Login name for the web UI (set with ui_password).")
+    ui_password: SecretStr | None = Field(default=None, description="Password for the web UI (set with ui_username).")
+    ui_queue_size: int = Field(
+        default=32, ge=1, description="Questions that may wait for the model; more get a 'queue full' message."
+    )
 
     @field_validator("default_corpus", mode="before")
     @classmethod
@@ -109,6 +114,8 @@ class Settings(BaseSettings):
             raise ValueError("PAPERCHAT_LLM_BASE_URL is set but PAPERCHAT_LLM_MODEL is not: name the model to use")
         if self.llm_model and not self.llm_base_url:
             raise ValueError("PAPERCHAT_LLM_MODEL is set but PAPERCHAT_LLM_BASE_URL is not: name the server")
+        if (self.ui_username is None) != (self.ui_password is None):
+            raise ValueError("set both PAPERCHAT_UI_USERNAME and PAPERCHAT_UI_PASSWORD for a login, or neither")
         return self
 
     @property

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -32,6 +32,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 REBUILD_HINT = "rebuild it with: paperchat rebuild"
+#: Called with (papers done, papers in the file) while a file is ingested.
+ProgressCallback = Callable[[int, int], None]
 
 
 class StoreError(RuntimeError):
@@ -46,6 +48,7 @@ class StoredPaper:
     title: str
     content_hash: str
     url: str | None = None
+    source: str = ""  # the name of the file it was ingested from
 
 
 @dataclass
@@ -140,7 +143,7 @@ class Store:
         for meta in self._all(include=["metadatas"])["metadatas"]:
             pid = meta["paper_id"]
             if pid not in out:
-                out[pid] = StoredPaper(pid, meta["title"], meta["content_hash"], meta.get("url"))
+                out[pid] = StoredPaper(pid, meta["title"], meta["content_hash"], meta.get("url"), meta.get("source", ""))
         return out
 
     def chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
@@ -162,11 +165,14 @@ class Store:
             offset += page
 
     # ----- writing -------------------------------------------------------------------------
-    def ingest(self, path: Path | str, progress: bool | None = None) -> IngestReport:
+    def ingest(
+        self, path: Path | str, progress: bool | None = None, on_progress: ProgressCallback | None = None
+    ) -> IngestReport:
         """Add the papers of one collection file; see the module docstring for the rules.
 
         The whole file is read and checked first: a bad file raises :class:`CorpusError` and
-        leaves the store as it was.
+        leaves the store as it was. ``progress`` shows a progress bar on stderr (default: when it
+        is a terminal); ``on_progress(done, total)`` is called after each batch (the web page's bar).
         """
         path = Path(path)
         start = time.perf_counter()
@@ -198,9 +204,11 @@ class Store:
                     for old_id in stale:
                         by_title.pop(title_key(stored.pop(old_id).title), None)
                     for paper in todo:
-                        stored[paper.id] = StoredPaper(paper.id, paper.title, paper.content_hash, paper.url)
+                        stored[paper.id] = StoredPaper(paper.id, paper.title, paper.content_hash, paper.url, path.name)
                         by_title[title_key(paper.title)] = paper.id
                 bar.update(len(batch))
+                if on_progress is not None:
+                    on_progress(report.added + report.replaced + report.unchanged, report.papers)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -242,13 +250,18 @@ class Store:
         self.version += 1
 
 
-def ingest_files(store: Store, paths: Iterable[Path | str], progress: bool | None = None) -> list[IngestReport]:
+def ingest_files(
+    store: Store,
+    paths: Iterable[Path | str],
+    progress: bool | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> list[IngestReport]:
     """Ingest several files; every file is checked before the first one is written."""
     paths = [Path(p) for p in paths]
     for path in paths:
         for _ in iter_papers(path):
             pass
-    return [store.ingest(p, progress=progress) for p in paths]
+    return [store.ingest(p, progress=progress, on_progress=on_progress) for p in paths]
 
 
 __all__ = ["CorpusError", "IngestReport", "Store", "StoreError", "StoredPaper", "ingest_files", "open_client"]

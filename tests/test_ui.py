@@ -1,40 +1,152 @@
 from __future__ import annotations
 
-from rag import ABSTAIN_TEXT, Answer
+import httpx
+import pytest
+
+from eval.browser import free_port
+from rag import ABSTAIN_TEXT, Answer, Hit, LLMError, Settings
 from rag.citations import Citation
-from ui.app import format_sources, message_text, respond
+from ui.app import (
+    ABSTAIN_MARKDOWN,
+    WAITING_TEXT,
+    add_papers,
+    answer_markdown,
+    build,
+    format_sources,
+    header_markdown,
+    launch_options,
+    paper_rows,
+    respond,
+)
 
 from .test_answer import QUESTION, REPLY
 
 
 def test_sources_are_listed_and_markup_stays_text():
-    answer = Answer("q", "x [1].", [Citation(1, "p", "<b>Bold</b> [Title]", "<script>alert(1)</script>")], False, [])
+    answer = Answer("q", "x [1].", [Citation(1, "p", "<b>Bold</b> [Title]", "<script>alert(1)</script>")], False, [],
+                    {"first_token_s": 1.25, "total_s": 3.5})
     md = format_sources(answer)
-    assert "&lt;b&gt;Bold&lt;/b&gt;" in md and "&lt;script&gt;" in md and "<script>" not in md
-    assert "&#91;1&#93;" in md
+    assert "&lt;b&gt;Bold&lt;/b&gt; &#91;Title&#93;" in md and "&lt;script&gt;" in md and "<script>" not in md
+    assert md.startswith("**Sources**") and "**&#91;1&#93;**" in md
+    assert "first words 1.2 s · complete 3.5 s" in md
 
 
-def test_abstention_looks_different():
-    answer = Answer("q", ABSTAIN_TEXT, [], True, [], abstain_reason="model")
-    assert format_sources(answer).startswith("**Not in the collection.**")
+def test_source_links_only_for_web_urls():
+    def linked(url: str) -> str:
+        return format_sources(Answer("q", "x [1].", [Citation(1, "p", "T", "quote", url)], False, []))
+
+    assert '<a href="https://arxiv.org/abs/1" target="_blank" rel="noopener">T</a>' in linked("https://arxiv.org/abs/1")
+    assert "href" not in linked("javascript:alert(1)")
 
 
-def test_gradio_history_parts_become_text():
-    assert message_text([{"type": "text", "text": "It is fast &#91;1&#93;."}]) == "It is fast [1]."
-    assert message_text("plain") == "plain"
+def test_abstention_looks_different_and_names_the_papers_checked():
+    hit = Hit("p1", "Closest <paper>", "text", 0.1)
+    answer = Answer("q", ABSTAIN_TEXT, [], True, [hit], abstain_reason="model")
+    assert answer_markdown(answer) == ABSTAIN_MARKDOWN and ABSTAIN_TEXT in ABSTAIN_MARKDOWN
+    md = format_sources(answer)
+    assert md.startswith("**Not in the collection.**") and "Sources" not in md
+    assert "- Closest &lt;paper&gt;" in md
 
 
-def test_respond_streams_then_shows_sources(make_engine):
+def test_respond_streams_then_shows_the_checked_answer_and_keeps_the_conversation(make_engine):
     engine = make_engine(REPLY)
-    updates = list(respond(engine, QUESTION, []))
-    assert len(updates) > 3
-    chat, sources = updates[-1]
+    updates = list(respond(engine, QUESTION, [], []))
+    assert updates[0][0][-1] == {"role": "assistant", "content": WAITING_TEXT}
+    streamed = [chat[-1]["content"] for chat, *_ in updates[1:-1]]
+    assert len(streamed) > 3 and all(b.startswith(a) for a, b in zip(streamed, streamed[1:]))  # grows word by word
+    chat, sources, turns, abstained = updates[-1]
     assert chat[0] == {"role": "user", "content": QUESTION}
-    assert chat[-1]["content"].endswith("&#91;1&#93;.")
+    assert chat[-1]["content"].endswith("&#91;1&#93;.") and not abstained
     assert "Empowering 1000 tokens/second" in sources
+    # The engine's history holds the plain question and the checked answer, not the page's markup.
+    assert turns == [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": chat[-1]["content"]
+                                                             .replace("&#91;", "[").replace("&#93;", "]")}]
+
+
+def test_follow_up_passes_the_conversation_to_the_engine(make_engine):
+    engine = make_engine("mllm-NPU prefill speed", REPLY)
+    turns = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": "It is fast [1]."}]
+    *_, (chat, sources, new_turns, _) = respond(engine, "How fast is it?", turns, [])
+    assert "It is fast [1]." in engine.llm.calls[0][-1]["content"]  # the rewrite saw the history
+    assert len(new_turns) == 4 and "Empowering 1000 tokens/second" in sources
+
+
+def test_unanswerable_question_shows_the_abstention(make_engine):
+    engine = make_engine()
+    *_, (chat, sources, turns, abstained) = respond(engine, "Who won the 2018 football World Cup?", [], [])
+    assert abstained and chat[-1]["content"] == ABSTAIN_MARKDOWN
+    assert turns[-1] == {"role": "assistant", "content": ABSTAIN_TEXT}
 
 
 def test_errors_are_shown_as_messages(make_engine):
     engine = make_engine()
-    chat, _ = list(respond(engine, "   ", []))[-1]
-    assert chat[-1]["content"] == "⚠️ the question is empty"
+    chat, _, turns, _ = list(respond(engine, "   ", [], []))[-1]
+    assert chat[-1]["content"] == "⚠️ the question is empty" and turns == []
+
+    class DownLLM:
+        usage: dict[str, int] = {}
+
+        def stream(self, messages, *, max_tokens, temperature):
+            raise LLMError("cannot reach the LLM server at http://127.0.0.1:9/v1/")
+            yield ""
+
+    engine._llm = DownLLM()
+    chat, sources, turns, _ = list(respond(engine, QUESTION, [], []))[-1]
+    assert chat[-1]["content"] == "⚠️ The language model failed: cannot reach the LLM server at http://127.0.0.1:9/v1/"
+    assert sources == "" and turns == []
+
+
+def test_paper_list_search(make_engine):
+    engine = make_engine()
+    rows, count = paper_rows(engine)
+    assert len(rows) == 71 and count == "71 of 71 papers"
+    assert rows == sorted(rows, key=lambda r: r[0].casefold()) and rows[0][1] == "trending-papers.txt"
+    rows, count = paper_rows(engine, "  cacheblend ")
+    assert [r[0][:10] for r in rows] == ["CacheBlend"] and count == "1 of 71 papers match “cacheblend”"
+    assert paper_rows(engine, "no such paper")[0] == []
+    assert "**71 papers**" in header_markdown(engine)
+
+
+def test_adding_a_file_reports_progress_and_bad_files_change_nothing(make_engine, tmp_path):
+    engine = make_engine()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "New", "abstract": "About decoding."}\n{"title": "broken"\n')
+    message = add_papers(engine, str(bad))
+    assert message.startswith("⚠️ Nothing was added; the collection is unchanged. bad.jsonl:2: not valid JSON")
+    assert len(engine.store.papers()) == 71
+    assert add_papers(engine, None).startswith("⚠️ Choose a file")
+
+    good = tmp_path / "new.txt"
+    good.write_text("A New Paper on Decoding\nWe draft a tree of tokens and verify it in one pass, which decodes "
+                    "twice as fast as plain autoregressive decoding on the same model.\n")
+    calls: list[tuple[tuple[int, int], str]] = []
+    message = add_papers(engine, str(good), lambda done, desc, unit: calls.append((done, desc)))
+    assert message == "✅ new.txt: 1 papers read, 1 added, 0 replaced, 0 already in the collection."
+    assert calls == [((1, 1), "Adding new.txt")]
+    assert len(engine.store.papers()) == 72
+
+
+def test_page_builds_with_its_parts(make_engine):
+    page = build(make_engine())
+    ids = {getattr(block, "elem_id", None) for block in page.blocks.values()}
+    assert {"header", "chat", "sources", "question", "ask", "clear", "search", "paper-list", "upload", "add"} <= ids
+
+
+def test_login_from_settings_guards_the_page(make_engine):
+    with pytest.raises(ValueError, match="set both PAPERCHAT_UI_USERNAME and PAPERCHAT_UI_PASSWORD"):
+        Settings(ui_username="ann")
+    engine = make_engine(ui_username="ann", ui_password="s3cret", port=free_port())
+    options = launch_options(engine.settings)
+    assert options["auth"] == ("ann", "s3cret") and options["server_name"] == "127.0.0.1"
+    page = build(engine)
+    page.queue(max_size=2)
+    page.launch(prevent_thread_lock=True, quiet=True, **options)
+    try:
+        url = f"http://127.0.0.1:{engine.settings.port}"
+        assert httpx.get(f"{url}/config").status_code == 401
+        assert httpx.post(f"{url}/login", data={"username": "ann", "password": "wrong"}).status_code == 400
+        with httpx.Client() as client:
+            assert client.post(f"{url}/login", data={"username": "ann", "password": "s3cret"}).status_code == 200
+            assert client.get(f"{url}/config").status_code == 200
+    finally:
+        page.close()

@@ -1,10 +1,12 @@
-"""The chat web page (Gradio): streamed answers with their cited papers."""
+"""The chat web page (Gradio): streamed answers with their cited papers, and the collection itself."""
 
 from __future__ import annotations
 
 import html
+import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 # Gradio calls home at launch unless this is set before it is imported.
@@ -12,88 +14,241 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from rag import Answer, Engine, QuestionError
+from rag import ABSTAIN_TEXT, Answer, CorpusError, Engine, LLMError, QuestionError, Settings, StoreError
+from rag.llm import Message
 
+log = logging.getLogger(__name__)
+
+# Questions the default collection answers (checked by tests/test_integration.py).
 EXAMPLES = [
     "What prefill speed does mllm-NPU reach?",
     "How does CacheBlend reuse KV caches?",
     "What context length does Qwen2.5-1M support?",
 ]
+#: Shown in the answer bubble until the first words arrive.
+WAITING_TEXT = "_Searching the papers…_"
+#: The abstention as the chat shows it: a heading a reader cannot mistake for an answer.
+ABSTAIN_MARKDOWN = f"🚫 **Not in the collection.** {ABSTAIN_TEXT}"
+#: The paper list shows at most this many rows; searching narrows it.
+MAX_ROWS = 500
+# Every event that uses the engine (answers and ingest) shares one slot: the single embedded model
+# and the store see one request at a time, and later requests wait in the queue.
+ENGINE_SLOT = "engine"
+
+CSS = """
+#sources.abstained { background: var(--background-fill-secondary); border-left: 4px solid #b45309;
+  padding: 0.5em 1em; }
+#sources .timing { color: var(--body-text-color-subdued); font-size: 0.85em; }
+"""
 
 
-def _escape(text: str) -> str:
-    """Model and abstract text is shown as text: no markup from it reaches the page."""
+def escape(text: str) -> str:
+    """Model and abstract text is shown as text: no markup from it reaches the page.
+
+    Brackets are escaped too, so ``[1]`` stays a citation marker instead of Markdown link syntax.
+    """
     return html.escape(text).replace("[", "&#91;").replace("]", "&#93;")
 
 
+def _link(title: str, url: str | None) -> str:
+    if url and url.startswith(("https://", "http://")):
+        return f'<a href="{html.escape(url, quote=True)}" target="_blank" rel="noopener">{escape(title)}</a>'
+    return escape(title)
+
+
+def _timing(answer: Answer) -> str:
+    t = answer.timings
+    return (f'<span class="timing">first words {t.get("first_token_s", 0):.1f} s · '
+            f'complete {t.get("total_s", 0):.1f} s</span>')
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The checked answer as the chat bubble shows it."""
+    return ABSTAIN_MARKDOWN if answer.abstained else escape(answer.text)
+
+
 def format_sources(answer: Answer) -> str:
-    """The cited papers under an answer, or the abstention notice, as Markdown."""
+    """The cited papers under an answer (number, title, supporting passage), or the abstention notice."""
     if answer.abstained:
-        return "**Not in the collection.** No paper retrieved for this question supports an answer."
-    lines = ["**Sources**", ""]
-    for c in answer.citations:
-        title = _escape(c.title)
-        lines.append(f"**&#91;{c.n}&#93;** {title}  \n> {_escape(c.quote)}")
-    return "\n".join(lines)
+        lines = ["**Not in the collection.** No paper in the collection supports an answer to this question."]
+        if answer.sources:
+            lines += ["", "Closest papers checked:"]
+            lines += [f"- {_link(h.title, h.url)}" for h in answer.sources[:3]]
+    else:
+        lines = ["**Sources**", ""]
+        for c in answer.citations:
+            lines.append(f"**&#91;{c.n}&#93;** {_link(c.title, c.url)}  \n> {escape(c.quote)}")
+            lines.append("")
+    return "\n".join([*lines, "", _timing(answer)])
 
 
-def message_text(content: Any) -> str:
-    """Plain text of a chat message as Gradio hands it back (a string or a list of parts)."""
-    if isinstance(content, list):
-        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return html.unescape(str(content))
+def error_message(error: Exception) -> str:
+    """A readable chat message for a failure; the traceback goes to the server log only."""
+    if isinstance(error, QuestionError):
+        return f"⚠️ {escape(str(error))}"
+    if isinstance(error, LLMError):
+        return f"⚠️ The language model failed: {escape(str(error))}"
+    if isinstance(error, StoreError):
+        return f"⚠️ The paper store cannot be read: {escape(str(error))}"
+    return f"⚠️ Something went wrong ({type(error).__name__}): {escape(str(error))}. The details are in the server log."
 
 
-def respond(engine: Engine, message: str, history: list[dict[str, Any]]) -> Iterator[tuple[list[dict[str, Any]], str]]:
-    """Stream one answer into the chat, then show it checked, with its sources."""
-    past = [{"role": m["role"], "content": message_text(m["content"])}
-            for m in history if m.get("role") in ("user", "assistant")]
-    chat = [*history, {"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
-    yield chat, ""
+def respond(
+    engine: Engine, message: str, turns: list[Message], chat: list[dict[str, Any]]
+) -> Iterator[tuple[list[dict[str, Any]], str, list[Message], bool]]:
+    """Stream one answer into the chat, then replace it by the checked answer with its sources.
+
+    ``turns`` is the conversation as the engine sees it (plain questions and checked answers);
+    ``chat`` is what the page shows. Yields (chat, sources Markdown, turns, abstained).
+    """
+    asked = [*chat, {"role": "user", "content": escape(message)}]
+
+    def shown(content: str) -> list[dict[str, Any]]:
+        return [*asked, {"role": "assistant", "content": content}]  # a new list per update
+
+    yield shown(WAITING_TEXT), "", turns, False
     text = ""
     try:
-        for item in engine.ask_stream(message, past):
+        for item in engine.ask_stream(message, turns):
             if isinstance(item, Answer):
-                chat[-1] = {"role": "assistant", "content": _escape(item.text)}
-                yield chat, format_sources(item)
+                turns = [*turns, {"role": "user", "content": message}, {"role": "assistant", "content": item.text}]
+                yield shown(answer_markdown(item)), format_sources(item), turns, item.abstained
                 return
             text += item
-            chat[-1] = {"role": "assistant", "content": _escape(text)}
-            yield chat, ""
-    except QuestionError as e:
-        chat[-1] = {"role": "assistant", "content": f"⚠️ {_escape(str(e))}"}
-        yield chat, ""
+            yield shown(escape(text)), "", turns, False
     except Exception as e:  # noqa: BLE001 - the page shows a readable message, never a stack trace
-        chat[-1] = {"role": "assistant", "content": f"⚠️ Something went wrong: {_escape(str(e))}"}
-        yield chat, ""
+        if not isinstance(e, QuestionError):
+            log.exception("answering %r failed", message)
+        yield shown(error_message(e)), "", turns, False
+
+
+def header_markdown(engine: Engine) -> str:
+    """Title and one line about the collection."""
+    n = len(engine.store.papers())
+    return (f"# paperchat\nAsk about the **{n} papers** in the collection. Every claim cites its paper; "
+            "a question the papers do not answer gets a plain “not in the collection”.")
+
+
+def paper_rows(engine: Engine, query: str = "") -> tuple[list[list[str]], str]:
+    """Rows (title, source file, id) of the papers whose title or id contains ``query``, and a count line."""
+    papers = sorted(engine.store.papers().values(), key=lambda p: p.title.casefold())
+    q = query.strip().casefold()
+    found = [p for p in papers if q in p.title.casefold() or q == p.id.casefold()] if q else papers
+    rows = [[p.title, p.source, p.id] for p in found[:MAX_ROWS]]
+    shown = f"{len(found)} of {len(papers)} papers" + (f" match “{escape(query.strip())}”" if q else "")
+    if len(found) > MAX_ROWS:
+        shown += f"; the first {MAX_ROWS} are listed, search to narrow"
+    return rows, shown
+
+
+def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
+    """Ingest an uploaded collection file; returns the message for the page."""
+    if not file:
+        return "⚠️ Choose a file first (JSONL, or title and abstract lines)."
+    name = Path(file).name
+
+    def on_progress(done: int, total: int) -> None:
+        if progress is not None:
+            progress((done, total), desc=f"Adding {name}", unit="papers")
+
+    try:
+        (report,) = engine.ingest([file], progress=False, on_progress=on_progress)
+    except CorpusError as e:
+        # The upload's temporary path means nothing to the user: name the file they chose.
+        where = f"{name}:{e.line}" if e.line else name
+        return f"⚠️ Nothing was added; the collection is unchanged. {escape(where)}: {escape(e.message)}"
+    except Exception as e:  # noqa: BLE001
+        log.exception("ingesting %s failed", name)
+        return f"⚠️ Nothing was added: {escape(str(e))}"
+    return (f"✅ {escape(name)}: {report.papers} papers read, {report.added} added, {report.replaced} replaced, "
+            f"{report.unchanged} already in the collection.")
 
 
 def build(engine: Engine) -> gr.Blocks:
     """The page, bound to an engine."""
-    n = len(engine.store.papers())
     with gr.Blocks(title="paperchat") as page:
-        gr.Markdown(f"# paperchat\nAsk about the {n} papers in the collection. Every claim is cited; "
-                    "questions the papers do not answer get a plain “not in the collection”.")
-        chatbot = gr.Chatbot(height=420, sanitize_html=True, label="Chat")
-        sources = gr.Markdown()
-        box = gr.Textbox(placeholder="Ask a question about the papers…", show_label=False, autofocus=True)
-        with gr.Row():
-            clear = gr.Button("Clear conversation")
-        gr.Examples(EXAMPLES, inputs=box)
+        header = gr.Markdown(header_markdown(engine), elem_id="header")
+        turns = gr.State([])  # the conversation as the engine sees it
+        pending = gr.State("")  # the question between accept() and answer()
+        with gr.Tab("Chat"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    chatbot = gr.Chatbot(height=520, sanitize_html=True, label="Chat", elem_id="chat",
+                                         buttons=["copy"])
+                    with gr.Row():
+                        box = gr.Textbox(placeholder="Ask a question about the papers and press Enter…",
+                                         show_label=False, autofocus=True, scale=5, elem_id="question",
+                                         max_length=engine.settings.max_question_chars)
+                        ask = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="ask")
+                    with gr.Row():
+                        gr.Examples(EXAMPLES, inputs=box, label="Try")
+                        clear = gr.Button("Clear conversation", size="sm", scale=0, elem_id="clear")
+                with gr.Column(scale=2):
+                    sources = gr.Markdown("_The papers an answer cites appear here, with the passage behind "
+                                          "each claim._", elem_id="sources")
+        with gr.Tab("Papers", elem_id="papers-tab"):
+            rows, count = paper_rows(engine)
+            with gr.Row():
+                search = gr.Textbox(placeholder="Search titles…", show_label=False, scale=4, elem_id="search")
+                count_md = gr.Markdown(count, elem_id="paper-count")
+            table = gr.Dataframe(value=rows, headers=["Title", "From file", "Id"], interactive=False,
+                                 wrap=True, max_height=480, elem_id="paper-list")
+            gr.Markdown("**Add papers**: a JSONL file (`title`, `abstract`, optional `id`, `url`, `authors`, "
+                        "`year` per line) or a text file of title and abstract lines. The whole file is checked "
+                        "before anything is stored.")
+            upload = gr.File(label="Collection file", file_types=[".jsonl", ".txt"], elem_id="upload")
+            add = gr.Button("Add to the collection", elem_id="add")
+            status = gr.Markdown(elem_id="ingest-status")
 
-        def submit(message: str, history: list[dict[str, Any]]) -> Iterator[tuple[Any, str, str]]:
-            for chat, src in respond(engine, message, history or []):
-                yield chat, src, ""
+        def accept(message: str, chat: list[dict[str, Any]]) -> tuple[Any, ...]:
+            # Not queued: the question shows at once, also while it waits for another user's answer.
+            shown = [*(chat or []), {"role": "user", "content": escape(message)},
+                     {"role": "assistant", "content": WAITING_TEXT}]
+            return shown, "", message
 
-        box.submit(submit, [box, chatbot], [chatbot, sources, box], concurrency_limit=1)
-        clear.click(lambda: ([], ""), None, [chatbot, sources])
+        def answer(message: str, state: list[Message], chat: list[dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
+            before = (chat or [])[:-2]  # respond() adds the question and the answer bubble itself
+            for shown, src, new_state, abstained in respond(engine, message, state or [], before):
+                yield shown, gr.update(value=src, elem_classes=["abstained"] if abstained else []), new_state
+
+        for trigger in (box.submit, ask.click):
+            trigger(accept, [box, chatbot], [chatbot, box, pending], queue=False).then(
+                answer, [pending, turns, chatbot], [chatbot, sources, turns],
+                concurrency_id=ENGINE_SLOT, concurrency_limit=1)
+        def reset() -> tuple[Any, ...]:
+            return [], gr.update(value="", elem_classes=[]), []
+
+        # The chat's own trash icon clears the shown messages; the engine's history goes with them.
+        clear.click(reset, None, [chatbot, sources, turns], queue=False)
+        chatbot.clear(reset, None, [chatbot, sources, turns], queue=False)
+
+        def list_papers(query: str) -> tuple[list[list[str]], str]:
+            return paper_rows(engine, query)
+
+        search.change(list_papers, search, [table, count_md], show_progress="hidden")
+
+        def add_file(file: str | None, query: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+            message = add_papers(engine, file, progress)
+            rows, count = paper_rows(engine, query)
+            return message, rows, count, header_markdown(engine), None  # None: the file box is ready again
+
+        add.click(add_file, [upload, search], [status, table, count_md, header, upload],
+                  concurrency_id=ENGINE_SLOT, concurrency_limit=1)
     return page
 
 
-def serve(engine: Engine, open_browser: bool = False) -> None:
-    """Serve the page on the configured host and port; one model request runs at a time."""
+def launch_options(settings: Settings) -> dict[str, Any]:
+    """Arguments for ``Blocks.launch``: address, optional login, and nothing that calls out."""
+    auth = None
+    if settings.ui_username and settings.ui_password:
+        auth = (settings.ui_username, settings.ui_password.get_secret_value())
+    return {"server_name": settings.host, "server_port": settings.port, "auth": auth, "show_error": False,
+            "css": CSS, "footer_links": [], "ssr_mode": False, "share": False}
+
+
+def serve(engine: Engine, open_browser: bool = True) -> None:
+    """Serve the page on the configured host and port; one model request runs at a time, others queue."""
     engine.warm_up()
     page = build(engine)
-    page.queue(max_size=32, default_concurrency_limit=1)
-    page.launch(server_name=engine.settings.host, server_port=engine.settings.port, inbrowser=open_browser,
-                show_error=False)
+    page.queue(max_size=engine.settings.ui_queue_size, default_concurrency_limit=1)
+    page.launch(inbrowser=open_browser, **launch_options(engine.settings))

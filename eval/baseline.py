@@ -1,0 +1,139 @@
+"""The plain llama-index baseline: VectorStoreIndex + CitationQueryEngine over the same store,
+with the same LLM and embedding as the engine.
+
+Everything llama-index would otherwise take from its global ``Settings`` (an OpenAI LLM, the
+tiktoken tokenizer, which downloads its vocabulary) is passed explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core import PromptTemplate, VectorStoreIndex
+from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.indices.prompt_helper import PromptHelper
+from llama_index.core.llms import CustomLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.query_engine import CitationQueryEngine
+from llama_index.core.query_engine.citation_query_engine import CITATION_QA_TEMPLATE, CITATION_REFINE_TEMPLATE
+from llama_index.core.response_synthesizers import ResponseMode, get_response_synthesizer
+from pydantic import PrivateAttr
+from tokenizers import Tokenizer
+
+from rag import Engine
+from rag.embedding import TOKENIZER_PATH
+from rag.llm import LLM
+
+_MARKER = re.compile(r"\[(\d+)\]")
+# llama-index's condense prompt (CondenseQuestionChatEngine), written out so no global default is used.
+CONDENSE_PROMPT = PromptTemplate(
+    "Given a conversation (between Human and Assistant) and a follow up message from Human, rewrite the "
+    "message to be a standalone question that captures all relevant context from the conversation.\n\n"
+    "<Chat History>\n{chat_history}\n\n<Follow Up Message>\n{question}\n\n<Standalone question>\n"
+)
+
+
+class WrappedLLM(CustomLLM):
+    """Our LLM backend behind llama-index's LLM interface (completion only, one user message)."""
+
+    context_window: int = 4096
+    num_output: int = 160
+    model_name: str = "paperchat-llm"
+    _inner: Any = PrivateAttr()
+
+    def __init__(self, inner: LLM, **kwargs: Any) -> None:
+        super().__init__(callback_manager=CallbackManager([]), **kwargs)
+        self._inner = inner
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(context_window=self.context_window, num_output=self.num_output,
+                           model_name=self.model_name, is_chat_model=False)
+
+    def _deltas(self, prompt: str) -> Iterator[str]:
+        return self._inner.stream([{"role": "user", "content": prompt}], max_tokens=self.num_output, temperature=0.0)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text="".join(self._deltas(prompt)))
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        def gen() -> CompletionResponseGen:
+            text = ""
+            for delta in self._deltas(prompt):
+                text += delta
+                yield CompletionResponse(text=text, delta=delta)
+
+        return gen()
+
+
+def token_counter() -> Callable[[str], list[int]]:
+    """A local tokenizer for llama-index's chunk and prompt sizing (its default, tiktoken, downloads)."""
+    tok = Tokenizer.from_file(str(TOKENIZER_PATH))
+    tok.no_truncation()
+    return lambda text: tok.encode(text, add_special_tokens=False).ids
+
+
+@dataclass
+class BaselineAnswer:
+    text: str
+    cited_titles: list[str]
+    abstained: bool  # no citation at all: the baseline has no abstention of its own
+    first_token_s: float
+    total_s: float
+
+
+class CitationBaseline:
+    """llama-index's CitationQueryEngine over the engine's Chroma collection."""
+
+    def __init__(self, engine: Engine, top_k: int | None = None) -> None:
+        s = engine.settings
+        tokenizer = token_counter()
+        self.llm = WrappedLLM(engine.llm, context_window=s.n_ctx, num_output=s.max_tokens)
+        index = VectorStoreIndex.from_vector_store(engine.store.vector_store, embed_model=engine.embed_model)
+        synthesizer = get_response_synthesizer(
+            llm=self.llm,
+            prompt_helper=PromptHelper(context_window=s.n_ctx, num_output=s.max_tokens, tokenizer=tokenizer),
+            text_qa_template=CITATION_QA_TEMPLATE,
+            refine_template=CITATION_REFINE_TEMPLATE,
+            response_mode=ResponseMode.COMPACT,
+            streaming=True,
+        )
+        self.query_engine = CitationQueryEngine(
+            retriever=index.as_retriever(similarity_top_k=top_k or s.top_k),
+            llm=self.llm,
+            response_synthesizer=synthesizer,
+            text_splitter=SentenceSplitter(chunk_size=512, chunk_overlap=20, tokenizer=tokenizer),
+            callback_manager=CallbackManager([]),
+        )
+
+    def condense(self, question: str, history: list[dict[str, str]]) -> str:
+        """llama-index's condense-question step (CondenseQuestionChatEngine's prompt)."""
+        lines = "\n".join(f"{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in history)
+        return self.llm.complete(CONDENSE_PROMPT.format(chat_history=lines, question=question)).text.strip() or question
+
+    def ask(self, question: str, history: list[dict[str, str]] | None = None) -> BaselineAnswer:
+        start = time.perf_counter()
+        query = self.condense(question, history) if history else question
+        response = self.query_engine.query(query)
+        text, first = "", None
+        for delta in response.response_gen:
+            if first is None and delta.strip():
+                first = time.perf_counter() - start
+            text += delta
+        total = time.perf_counter() - start
+        sources = response.source_nodes
+        cited: list[str] = []
+        for n in dict.fromkeys(int(m) for m in _MARKER.findall(text)):
+            if 1 <= n <= len(sources):
+                title = sources[n - 1].node.metadata.get("title", "")
+                if title and title not in cited:
+                    cited.append(title)
+        return BaselineAnswer(text.strip(), cited, not cited, first if first is not None else total, total)

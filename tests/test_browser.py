@@ -1,0 +1,129 @@
+"""The chat page end to end: `paperchat serve` with the real models, driven by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from eval.browser import CHROMIUM, ask, chromium, clear, open_page, running_app
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.browser,
+    # CI sets PAPERCHAT_REQUIRE_BROWSER=1, so there a missing browser fails instead of skipping.
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None and not os.environ.get("PAPERCHAT_REQUIRE_BROWSER"),
+                       reason=f"no Chromium at {CHROMIUM} (apt install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("served")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(app, browser):
+    page, outside = open_page(browser, app)
+    yield page
+    assert outside == [], f"the page fetched from other hosts: {outside}"
+    page.close()
+
+
+def test_question_streams_a_cited_answer_then_follow_up_and_clear(page):
+    assert "71 papers" in page.inner_text("#header")
+    turn = ask(page, "How does CacheBlend reuse KV caches?")
+    print(f"\nbrowser: first words {turn.first_words_s:.2f} s, complete answer {turn.complete_s:.2f} s")
+    assert "[1]" in turn.answer
+    assert "[1] CacheBlend: Fast Large Language Model Serving for RAG with Cached Knowledge Fusion" in turn.sources
+    assert turn.first_words_s <= turn.complete_s
+
+    follow = ask(page, "By how much does it reduce the time to first token?")
+    print(f"browser follow-up: first words {follow.first_words_s:.2f} s, complete {follow.complete_s:.2f} s")
+    assert "Not in the collection" not in follow.answer, follow.answer
+    assert "CacheBlend" in follow.sources.split("\n\n")[1], follow.sources  # the first cited paper
+
+    clear(page)
+    assert page.inner_text("#sources").strip() == ""
+
+
+def test_unanswerable_question_shows_the_abstention(page):
+    turn = ask(page, "What is the capital of France?")
+    assert turn.answer.startswith("🚫 Not in the collection.")
+    assert "Sources" not in turn.sources and "No paper in the collection supports" in turn.sources
+    assert "abstained" in page.get_attribute("#sources", "class")
+
+
+def test_markup_in_a_question_is_shown_as_text(page):
+    ask(page, "<img src=x onerror=\"document.title='pwned'\"> What is the capital of France?")
+    assert page.title() == "paperchat"
+    assert page.locator("#chat img[src=x]").count() == 0
+    assert "<img src=x" in page.locator("#chat [data-testid='user']").last.inner_text()
+
+
+def test_two_users_at_once_are_queued_not_failed(app, browser):
+    pages = [open_page(browser, app)[0] for _ in range(2)]
+    questions = ["What context length does Qwen2.5-1M support?", "What prefill speed does mllm-NPU reach?"]
+    turns: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    # Playwright's sync API is single-threaded: submit both, then wait for each in turn.
+    for p, q in zip(pages, questions):
+        p.fill("#question textarea", q)
+        p.press("#question textarea", "Enter")
+    # The second user sees their question and its place in the queue while the first is answered.
+    pages[1].wait_for_function(
+        "() => /queue: 1\\/1/.test(document.querySelector('#chat').innerText)", polling=50, timeout=30_000)
+    assert questions[1] in pages[1].inner_text("#chat")
+    for i, p in enumerate(pages):
+        try:
+            p.wait_for_function("() => document.querySelector('#sources').innerText.includes('complete')",
+                                polling=100, timeout=300_000)
+            turns[i] = p.inner_text("#sources")
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+    assert not errors and len(turns) == 2
+    assert "Qwen2.5-1M" in turns[0] and "Empowering 1000 tokens/second" in turns[1]
+    for p in pages:
+        p.close()
+
+
+def test_papers_tab_lists_searches_and_adds_files(page, tmp_path):
+    page.click("button[role=tab]:has-text('Papers')")
+    assert page.inner_text("#paper-count").startswith("71 of 71 papers")
+    page.fill("#search textarea", "CacheBlend")
+    page.wait_for_function("() => document.querySelector('#paper-count').innerText.startsWith('1 of 71')")
+    assert "CacheBlend: Fast Large Language Model Serving" in page.inner_text("#paper-list")
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "A new paper", "abstract": "About speculative decoding."}\n{"title": "broken"\n')
+    page.set_input_files("#upload input[type=file]", str(bad))
+    page.click("#add")
+    page.wait_for_function("() => document.querySelector('#ingest-status').innerText.includes('Nothing was added')",
+                           timeout=60_000)
+    assert "bad.jsonl:2: not valid JSON" in page.inner_text("#ingest-status")
+    assert "71 papers" in page.inner_text("#header")
+
+    good = tmp_path / "new.jsonl"
+    good.write_text(json.dumps({"id": "tree-spec", "title": "TreeSpec: Tree Speculation for Browsers",
+                                "abstract": "TreeSpec drafts a token tree and verifies it in one pass, 3.1x faster."})
+                    + "\n")
+    page.set_input_files("#upload input[type=file]", str(good))
+    page.fill("#search textarea", "")
+    page.click("#add")
+    page.wait_for_function("() => document.querySelector('#ingest-status').innerText.includes('1 added')",
+                           timeout=120_000)
+    assert "72 papers" in page.inner_text("#header")
+    page.wait_for_function("() => document.querySelector('#paper-count').innerText.startsWith('72 of 72')")
+    page.fill("#search textarea", "treespec")  # the table only renders the rows in view
+    page.wait_for_function("() => document.querySelector('#paper-count').innerText.startsWith('1 of 72')")
+    assert "TreeSpec: Tree Speculation for Browsers" in page.inner_text("#paper-list")
