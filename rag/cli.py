@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grep", help="only titles containing this text")
     p = sub.add_parser("rebuild", help="delete the store and ingest the default collection and FILES again")
     p.add_argument("files", nargs="*", help="collection files to ingest after the default one")
+    # Listed for --help; main() hands "eval" and its options to eval.suite before parsing.
+    sub.add_parser("eval", help="measure retrieval and answers on the question set (see: paperchat eval --help)")
     p = sub.add_parser("serve", help="start the chat web page and open it in a browser")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     return parser
@@ -135,6 +137,11 @@ def rebuild(settings: Settings, files: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        from eval.suite import main as eval_main
+
+        return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()

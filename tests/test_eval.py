@@ -1,24 +1,103 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
-from eval.__main__ import load_questions, main, normalise, sample
+from eval.baseline import CitationBaseline
+from eval.suite import (
+    QuestionSetError,
+    Reply,
+    engine_asker,
+    load_questions,
+    main,
+    markdown,
+    normalise,
+    plot,
+    run_answers,
+    sample,
+    score,
+    summarise,
+    uncovered,
+)
+
+from .test_answer import QUESTION, REPLY
+
+NPU_TITLE = "Empowering 1000 tokens/second on-device LLM prefilling with mllm-NPU"
 
 
-def test_question_set_is_valid_and_mixed():
+def test_question_set_is_valid_mixed_and_covers_every_paper():
     rows = load_questions()  # raises on a missing title or a key fact not in a gold abstract
-    kinds = {r["type"] for r in rows}
-    assert kinds == {"factoid", "paraphrase", "multi", "unanswerable", "follow-up"}
-    assert len({r["id"] for r in rows}) == len(rows)
-    assert len(sample(rows, 10)) == 10 and {r["type"] for r in sample(rows, 10)} == kinds
+    counts = Counter(r["type"] for r in rows)
+    assert len(rows) >= 80
+    assert counts["factoid"] >= 25 and counts["paraphrase"] >= 20 and counts["multi"] >= 15
+    assert counts["unanswerable"] >= 15 and counts["follow-up"] >= 10
+    assert uncovered(rows) == []
+    assert len(sample(rows, 10)) == 10 and {r["type"] for r in sample(rows, 10)} == set(counts)
+
+
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        ({"gold": ["No Such Paper"], "key_facts": []}, "no paper titled 'No Such Paper'"),
+        ({"gold": [NPU_TITLE], "key_facts": ["99x"]}, "key fact '99x' is not in a gold abstract"),
+        ({"type": "unanswerable", "gold": [NPU_TITLE], "key_facts": []}, "only they, have no gold paper"),
+        ({"type": "follow-up", "gold": [NPU_TITLE], "key_facts": []}, "have a history_question"),
+        ({"type": "opinion", "gold": [], "key_facts": []}, "needs a question and a type"),
+    ],
+)
+def test_checker_rejects_bad_rows(tmp_path, row, error):
+    good = {"id": "x1", "type": "factoid", "question": "q?", "gold": [NPU_TITLE], "key_facts": ["22.4x"]}
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "x2", **row}) + "\n")
+    with pytest.raises(QuestionSetError, match=error):
+        load_questions(path)
+    assert main(["--check", "--questions", str(path)]) == 2
 
 
 def test_figures_are_compared_tolerantly():
     assert normalise("2.2x") in normalise("a 2.2 times speedup")
     assert normalise("2.2×") == normalise("2.2x")
     assert normalise("1,000 tokens/sec") in normalise("1000 tokens/sec")
+    assert normalise("87\\% reduction") == normalise("87% reduction")
+
+
+def test_scores_of_one_answer():
+    row = {"id": "q", "type": "multi", "question": "?", "gold": ["A", "B"], "key_facts": ["2.2x", "30%"]}
+    s = score(row, Reply("A is 2.2 times faster [1].", ["A", "C"], False, 1.0, 2.0))
+    assert s["citation_precision"] == 0.5 and s["citation_recall"] == 0.5 and s["key_facts"] == 0.5
+    s = score({**row, "type": "unanswerable", "gold": [], "key_facts": []}, Reply("x", [], True, 0.01, 0.01))
+    assert s["citation_precision"] is None and s["citation_recall"] is None and s["abstained"]
+
+
+def test_answer_run_report_and_plot_with_fakes(make_engine, tmp_path):
+    engine = make_engine(REPLY, REPLY)
+    rows = [{"id": "a", "type": "factoid", "question": QUESTION, "gold": [NPU_TITLE], "key_facts": ["1,000 tokens/sec"]},
+            {"id": "b", "type": "unanswerable", "question": "Who won the 2018 football World Cup?", "gold": [],
+             "key_facts": []}]
+    per = run_answers("paperchat", engine_asker(engine), rows)
+    summary = summarise(per)
+    assert summary["citation_precision"] == 1.0 and summary["key_facts"] == {"factoid": 1.0}
+    assert summary["abstention_on_unanswerable"] == 1.0 and summary["answer_rate_on_answerable"] == 1.0
+    report = {"questions": 2, "model": "fake",
+              "retrieval": {"hybrid": {"hit@1": 1.0, "recall@5": 0.9, "mrr": 1.0, "retrieve_s_p50": 0.01}},
+              "answers": {"paperchat": summary, "llama-index": {**summary, "citation_precision": 0.5}}}
+    md = markdown(report)
+    assert "| citation_precision | 1.000 | 0.500 | 2.00x |" in md
+    assert "| recall@5 | ≥ 0.95 | 0.900 | no, short by 0.050 |" in md
+    assert "| citation_precision | ≥ 0.90 | 1.000 | yes |" in md
+    plot(report, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_llama_index_baseline_runs_on_the_same_store_and_llm(make_engine):
+    engine = make_engine("mllm-NPU reaches 1,000 tokens/sec prefilling [1].")
+    answer = CitationBaseline(engine).ask(QUESTION)
+    prompt = engine.llm.calls[0][0]["content"]
+    assert "Source 1:" in prompt and QUESTION in prompt  # llama-index's citation prompt, our LLM
+    assert answer.cited_titles and not answer.abstained
+    assert answer.text.endswith("[1].") and answer.total_s >= answer.first_token_s
 
 
 @pytest.mark.integration
