@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grep", help="only titles containing this text")
     p = sub.add_parser("rebuild", help="delete the store and ingest the default collection and FILES again")
     p.add_argument("files", nargs="*", help="collection files to ingest after the default one")
-    # Listed for --help; main() hands "eval" and its options to eval.suite before parsing.
+    # Listed for --help; main() hands "eval" and "bench" with their options to eval/ before parsing.
     sub.add_parser("eval", help="measure retrieval and answers on the question set (see: paperchat eval --help)")
+    sub.add_parser("bench", help="measure speed and memory (see: paperchat bench --help)")
     p = sub.add_parser("serve", help="start the chat web page and open it in a browser")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     return parser
@@ -142,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eval.suite import main as eval_main
 
         return eval_main(argv[1:])
+    if argv[:1] == ["bench"]:
+        from eval.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()

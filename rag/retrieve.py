@@ -38,9 +38,14 @@ class Hit:
     score: float
     similarity: float | None = None  # dense cosine similarity of the best chunk
     bm25: float | None = None
+    dense_rank: int | None = None  # 1 = the dense retriever's best paper
+    bm25_rank: int | None = None
     url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
+
+# Names in a question: CamelCase (CacheBlend), acronyms (TTFT), or words with digits (GPT-5, A100).
+NAME = re.compile(r"\b(?:[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{2,}\w*|[A-Za-z]+-?\d[\w.]*|\d+[A-Za-z]\w*)(?:[-.]\w+)*")
 
 # Snowball keeps the "s" of "NPUs" or "GPUs" (a vowel precedes it): drop acronym plurals first.
 _ACRONYM_PLURAL = re.compile(r"\b([A-Z][A-Z0-9]+)s\b")
@@ -145,13 +150,23 @@ class HybridRetriever:
             return hit
 
         for rank, (_, text, meta, cosine) in enumerate(self._unique(self.dense(query, n)), 1):
-            add(rank, s.dense_weight, text, meta).similarity = cosine
+            hit = add(rank, s.dense_weight, text, meta)
+            hit.similarity, hit.dense_rank = cosine, rank
         keywords = self.keyword_index()
         ranked = [(keywords.ids[i], keywords.texts[i], keywords.metadatas[i], score)
                   for i, score in keywords.search(query, n)]
         for rank, (_, text, meta, score) in enumerate(self._unique(ranked), 1):
             hit = add(rank, s.bm25_weight, text, meta)
-            hit.bm25 = score
+            hit.bm25, hit.bm25_rank = score, rank
+        # A third ranking: papers whose title carries a name the question uses ("ZipVL"). Both
+        # other rankings can bury a paper the question names when its abstract is short on the
+        # question's other words.
+        names = [n.casefold() for n in NAME.findall(query) if len(n) > 2]
+        if names and s.title_weight:
+            named = [(sum(n in h.title.casefold() for n in names), h) for h in hits.values()]
+            named = sorted(((c, h) for c, h in named if c), key=lambda ch: -ch[0])
+            for rank, (_, hit) in enumerate(named, 1):
+                hit.score += s.title_weight / (s.rrf_k + rank)
         return sorted(hits.values(), key=lambda h: -h.score)[:k]
 
     @staticmethod

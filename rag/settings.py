@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     bm25_weight: float = Field(
         default=2.0, ge=0, description="Weight of the BM25 ranking in the fusion (eval/CHANGELOG.md: 2.0 beat 1.0)."
     )
+    title_weight: float = Field(
+        default=1.0, ge=0,
+        description="Weight of a third ranking in the fusion: papers whose title holds a name the question uses.",
+    )
     min_similarity: float = Field(
         default=0.30,
         description="Abstain without calling the LLM when the best dense cosine similarity is below this "
@@ -66,6 +70,11 @@ class Settings(BaseSettings):
     top_k: int = Field(default=3, ge=1, le=10, description="Sources given to the LLM.")
     sentences_per_source: int = Field(
         default=3, ge=1, description="Most relevant sentences of each source shown to the LLM."
+    )
+    first_source_full: bool = Field(
+        default=True,
+        description="Give the model the best source's whole passage (its model state can be saved ahead, "
+        "see prefill_papers) and the most relevant sentences of the others.",
     )
     max_tokens: int = Field(default=160, ge=8, description="Upper bound on the answer length in tokens.")
     temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature.")
@@ -93,6 +102,16 @@ class Settings(BaseSettings):
     )
     n_threads: int = Field(default=2, ge=1, description="CPU threads for llama.cpp.")
     n_ctx: int = Field(default=4096, ge=512, description="llama.cpp context window in tokens.")
+    prefix_cache_mb: int = Field(
+        default=1024, ge=0,
+        description="Disk space (in cache_dir/kv) for saved llama.cpp states of prompt starts, so prompts that "
+        "start the same way skip re-reading it (~7 MB a paper); 0 disables.",
+    )
+    prefill_papers: int = Field(
+        default=200, ge=0,
+        description="When serving, save the prompt-start state for up to this many passages in the background "
+        "(~3 s each on 2 cores, once: they stay on disk).",
+    )
 
     # --- web UI ---------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address the web UI binds to.")

@@ -34,7 +34,7 @@ def test_prompt_puts_fixed_part_first_and_sources_numbered(make_engine):
     last = messages[-1]["content"]
     assert last.startswith("Sources:\n[1] Empowering 1000 tokens/second")
     assert last.endswith(f"Question: {QUESTION}")
-    # Evidence is trimmed to the relevant sentences, not whole abstracts.
+    # The first source is whole (its model state can be saved ahead); others are trimmed.
     assert len(last) < 3 * 1700
 
 
@@ -88,6 +88,13 @@ def test_follow_up_is_rewritten_and_no_history_means_one_call(make_engine):
     assert answer.standalone_question == "What energy savings does mllm-NPU achieve?"
     assert QUESTION in engine.llm.calls[1][-1]["content"]  # the history went into the rewrite
     assert answer.citations[0].title.startswith("Empowering")
+
+
+def test_question_that_refers_to_nothing_before_is_not_rewritten(make_engine):
+    engine = make_engine(REPLY)
+    history = [{"role": "user", "content": "What is CacheBlend?"}, {"role": "assistant", "content": "A cache [1]."}]
+    answer = engine.ask(QUESTION, history=history)
+    assert len(engine.llm.calls) == 1 and answer.standalone_question == QUESTION
 
 
 def test_unresolved_follow_up_searches_with_the_previous_question(make_engine):
@@ -156,3 +163,63 @@ def test_auto_ingests_the_default_collection_once(make_engine):
     again = make_engine()
     assert again.embed_model.embedded == embedded and len(again.store.papers()) == 71
     assert again.settings.default_corpus == DEFAULT_CORPUS
+
+
+def test_first_source_is_whole_and_sources_missing_the_named_paper_are_left_out(make_engine):
+    engine = make_engine(REPLY)
+    hits = engine.retrieve(QUESTION)
+    sources = engine.select_sources(QUESTION, hits)
+    # Only the mllm-NPU abstract mentions "mllm-NPU": the other hits would only cost prompt time.
+    assert len(sources) == 1 and sources[0].title.startswith("Empowering 1000 tokens/second")
+    assert sources[0].text == hits[0].text
+    unnamed = "Which papers speed up prefill by splitting prompts into chunks?"
+    sources = engine.select_sources(unnamed, engine.retrieve(unnamed))
+    assert len(sources) > 1 and all(len(s.text) < len(s.passage) for s in sources[1:])
+
+
+def test_a_paper_first_in_both_rankings_is_the_only_source_unless_several_are_asked_for(make_engine):
+    from rag import Hit
+
+    engine = make_engine()
+    hits = [Hit("a", "Alpha", "Alpha packs prompts. It is fast.", 0.27, dense_rank=1, bm25_rank=1),
+            Hit("b", "Beta", "Beta splits prompts. It is slow.", 0.25, dense_rank=2, bm25_rank=2)]
+    assert [x.title for x in engine.select_sources("Which method packs prompts together?", hits)] == ["Alpha"]
+    assert [x.title for x in engine.select_sources("Which papers pack prompts together?", hits)] == ["Alpha", "Beta"]
+    hits[0].dense_rank = 2  # not first in both rankings
+    assert len(engine.select_sources("Which method packs prompts together?", hits)) == 2
+
+
+def test_a_capitalised_name_no_paper_mentions_abstains(make_engine):
+    answer = make_engine().ask("What speedup does Medusa's multi-head decoding report for prefill?")
+    assert answer.abstained and answer.abstain_reason == "retrieval"
+
+
+def test_which_papers_gets_a_quoted_list_without_the_model(make_engine):
+    from rag import Hit
+
+    engine = make_engine()  # no replies queued: the model must not be called
+    hits = [Hit("a", "Alpha", "Alpha packs prompts of different lengths. It has a logo.", 0.27),
+            Hit("c", "Gamma", "Gamma trains on images.", 0.26),
+            Hit("b", "Beta", "Beta packs prompts into one batch.", 0.25),
+            Hit("d", "Delta", "Delta packs prompts too.", 0.10)]  # far below the best: not listed
+    text, citations = engine.extract("Which papers pack prompts?", hits)
+    assert text.splitlines()[1:] == ["- Alpha: Alpha packs prompts of different lengths [1].",
+                                     "- Beta: Beta packs prompts into one batch [2]."]
+    assert [(c.n, c.title, c.quote) for c in citations] == [
+        (1, "Alpha", "Alpha packs prompts of different lengths."), (2, "Beta", "Beta packs prompts into one batch.")]
+    assert engine.extract("Which papers discuss gardening?", hits) is None  # no abstract supports it
+
+
+def test_which_method_with_a_clear_winner_is_answered_from_its_abstract(make_engine):
+    from rag import Hit
+
+    engine = make_engine()
+    hits = [Hit("a", "Alpha: Packing", "Alpha packs prompts. It is 2x faster. It has a logo.", 0.27,
+                dense_rank=1, bm25_rank=1),
+            Hit("b", "Beta", "Beta packs prompts too.", 0.1, dense_rank=2, bm25_rank=2)]
+    text, citations = engine.extract("Which method packs prompts to go faster?", hits)
+    assert text.startswith("Alpha: Packing [1]. ") and text.count("[1]") == 3
+    assert [c.title for c in citations] == ["Alpha: Packing"]
+    assert engine.extract("What speedup does Alpha reach?", hits) is None  # not a "which method" question
+    hits[0].bm25_rank = 2  # no clear winner: the model answers
+    assert engine.extract("Which method packs prompts to go faster?", hits) is None

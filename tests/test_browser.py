@@ -21,7 +21,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("served")) as url:
+    # A few saved prompt states are computed in the background (all 71 take ~3 min on 2 cores).
+    with running_app(tmp_path_factory.mktemp("served"), env={"PAPERCHAT_PREFILL_PAPERS": "8"}) as url:
         yield url
 
 

@@ -107,3 +107,15 @@ def test_retrieval_only_eval_runs(tmp_path):
     assert set(report["retrieval"]) == {"hybrid", "dense", "bm25"}
     assert 0 <= report["retrieval"]["hybrid"]["recall@5"] <= 1
     assert (tmp_path / "latest.md").read_text().startswith("# paperchat eval")
+
+
+@pytest.mark.integration
+def test_bench_runs_and_reports_its_figures(tmp_path, capsys):
+    from eval.bench import main as bench_main
+
+    assert bench_main(["--limit", "2", "--no-baseline", "--no-cold", "--json", "--out", str(tmp_path)]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("first_token_s_p50", "total_s_p50", "retrieve_s_p50", "ingest_s", "reingest_s", "rss_mb"):
+        assert figures[key] > 0, key
+    assert figures["reingest_s"] < figures["ingest_s"]
+    assert (tmp_path / "bench.png").exists() and (tmp_path / "bench.json").exists()

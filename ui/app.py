@@ -160,6 +160,8 @@ def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
     except Exception as e:  # noqa: BLE001
         log.exception("ingesting %s failed", name)
         return f"⚠️ Nothing was added: {escape(str(e))}"
+    if report.added or report.replaced:
+        engine.prefill_in_background()
     return (f"✅ {escape(name)}: {report.papers} papers read, {report.added} added, {report.replaced} replaced, "
             f"{report.unchanged} already in the collection.")
 
@@ -249,6 +251,7 @@ def launch_options(settings: Settings) -> dict[str, Any]:
 def serve(engine: Engine, open_browser: bool = True) -> None:
     """Serve the page on the configured host and port; one model request runs at a time, others queue."""
     engine.warm_up()
+    engine.prefill_in_background()  # saved prompt states: first words in ~1 s (see Engine.prefill_papers)
     page = build(engine)
     page.queue(max_size=engine.settings.ui_queue_size, default_concurrency_limit=1)
     page.launch(inbrowser=open_browser, **launch_options(engine.settings))

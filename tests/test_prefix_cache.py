@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+
+from rag.answer import answer_messages, prompt_start
+from rag.citations import Source
+from rag.llm import chatml, chatml_prefix
+from rag.prefix_cache import PrefixCache, shared_prefix
+
+
+def test_shared_prefix():
+    a = np.array([1, 2, 3, 4])
+    assert shared_prefix(a, np.array([1, 2, 9])) == 2
+    assert shared_prefix(a, np.array([1, 2, 3, 4, 5])) == 4
+    assert shared_prefix(a, np.array([], dtype=int)) == 0
+
+
+def test_longest_shared_prefix_wins_and_states_survive_a_restart(tmp_path):
+    cache = PrefixCache(tmp_path, max_bytes=1 << 20)
+    cache.add([1, 2, 3], b"short")
+    cache.add([1, 2, 3, 4, 5], b"longer")
+    assert cache.best([1, 2, 3, 4, 5, 6]) == (PrefixCache.key([1, 2, 3, 4, 5]), 5)
+    assert cache.best([1, 2, 7]) in {(PrefixCache.key([1, 2, 3]), 2), (PrefixCache.key([1, 2, 3, 4, 5]), 2)}
+    assert cache.best([9]) == ("", 0)
+    again = PrefixCache(tmp_path, max_bytes=1 << 20)
+    tokens, data = again.load(PrefixCache.key([1, 2, 3, 4, 5]))
+    assert tokens.tolist() == [1, 2, 3, 4, 5] and data == b"longer"
+    assert [1, 2, 3] in again and len(again) == 2
+
+
+def test_damaged_or_missing_state_files_are_dropped(tmp_path):
+    cache = PrefixCache(tmp_path, max_bytes=1 << 20)
+    cache.add([1, 2], b"abcd")
+    key = PrefixCache.key([1, 2])
+    (tmp_path / f"{key}.state").write_bytes(b"ab")  # truncated
+    assert cache.load(key) is None and len(cache) == 0 and not list(tmp_path.iterdir())
+    (tmp_path / "x.tokens.npy").write_bytes(b"not numpy")
+    assert len(PrefixCache(tmp_path, max_bytes=1 << 20)) == 0 and not list(tmp_path.iterdir())
+
+
+def test_least_recently_used_states_go_beyond_the_size_bound():
+    cache = PrefixCache(None, max_bytes=10)
+    cache.add([1], b"x" * 4)
+    cache.add([2], b"x" * 4)
+    cache.load(PrefixCache.key([1]))  # [1] is now the more recently used
+    cache.add([3], b"x" * 4)
+    assert [1] in cache and [3] in cache and [2] not in cache and cache.size == 8
+
+
+def test_saved_prompt_start_is_a_prefix_of_the_answer_prompt():
+    first = Source(1, "p1", "CacheBlend", "It reuses KV caches.")
+    second = Source(2, "p2", "TurboRAG", "It precomputes KV caches.")
+    prompt = chatml(answer_messages([first, second], "How are KV caches reused?"))
+    assert prompt.startswith(chatml_prefix(prompt_start(first)))
+    assert prompt.startswith(chatml_prefix(prompt_start()))
+    assert chatml_prefix(prompt_start(first)).endswith("[1] CacheBlend\nIt reuses KV caches.\n")

@@ -1,0 +1,135 @@
+"""paperchat on servers: a Chroma server instead of the embedded store, an OpenAI-compatible server
+(llama-cpp-python's own, serving the embedded GGUF) instead of the in-process model, and servers
+that are down or failing."""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from eval.browser import free_port
+from rag import Answer, Engine, LLMError, Settings
+from rag.llm import OpenAICompatibleLLM
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def serving(cmd: list[str], ready_url: str, log: Path, timeout: float = 120) -> Iterator[subprocess.Popen]:
+    """Run a server process until the block ends; wait until ``ready_url`` answers."""
+    with log.open("a") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}: {log.read_text()[-2000:]}")
+                try:
+                    urllib.request.urlopen(ready_url, timeout=2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{ready_url} not ready after {timeout} s") from None
+                    time.sleep(0.3)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    requests = 0
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        type(self).requests += 1
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"error": {"message": "model crashed"}}')
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_llm_server_that_fails_gives_a_clear_error_after_bounded_retries():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        llm = OpenAICompatibleLLM(url, "some-model", None, timeout_s=5, retries=2)
+        start = time.monotonic()
+        with pytest.raises(LLMError, match="answered with an error"):
+            llm.check()
+        assert _Failing.requests == 3  # the first try and 2 retries, no more
+        with pytest.raises(LLMError, match="answered with an error"):
+            list(llm.stream([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0))
+        assert time.monotonic() - start < 30
+    finally:
+        server.shutdown()
+
+
+def test_llm_server_that_is_down_is_an_error_at_start(tmp_path):
+    settings = Settings(data_dir=tmp_path, default_corpus=None, llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
+                        llm_model="m", llm_retries=1, llm_timeout_s=3)
+    engine = Engine(settings, embed_model=None)
+    start = time.monotonic()
+    with pytest.raises(LLMError, match="cannot reach the LLM server"):
+        engine.warm_up()
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.integration
+def test_chroma_server_keeps_the_collection_across_restarts(tmp_path):
+    port = free_port()
+    cmd = [str(VENV_BIN / "chroma"), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)]
+    heartbeat = f"http://127.0.0.1:{port}/api/v2/heartbeat"
+    settings = Settings(data_dir=tmp_path / "unused", chroma_url=f"http://127.0.0.1:{port}", collection="lab-papers")
+    with serving(cmd, heartbeat, tmp_path / "chroma.log"):
+        engine = Engine(settings)  # empty collection on the server: the default papers are ingested
+        assert len(engine.store.papers()) == 71
+        assert engine.retrieve("How does CacheBlend reuse KV caches?")[0].title.startswith("CacheBlend")
+        answer = engine.ask("How does CacheBlend reuse KV caches?")
+        assert answer.citations and answer.citations[0].title.startswith("CacheBlend")
+    assert not (tmp_path / "unused").exists()  # nothing went to an embedded store
+    with serving(cmd, heartbeat, tmp_path / "chroma.log"):
+        again = Engine(settings)
+        assert len(again.store.papers()) == 71
+        (report,) = again.ingest([settings.default_corpus])
+        assert report.unchanged == 71 and report.chunks == 0
+        assert again.retrieve("What context length does Qwen2.5-1M support?")[0].title.startswith("Qwen2.5-1M")
+
+
+@pytest.mark.integration
+def test_openai_compatible_server_streams_cited_answers(tmp_path):
+    from rag.weights import default_model_path
+
+    port = free_port()
+    model = default_model_path(Settings().cache_dir)
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "qwen-0.5b",
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2"]
+    with serving(cmd, f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log"):
+        settings = Settings(data_dir=tmp_path / "data", llm_base_url=f"http://127.0.0.1:{port}/v1",
+                            llm_model="qwen-0.5b")
+        engine = Engine(settings)
+        pieces = list(engine.ask_stream("What context length do the Qwen2.5-1M models extend to?"))
+        answer = pieces[-1]
+        assert isinstance(answer, Answer) and len(pieces) > 3  # streamed in pieces
+        assert not answer.abstained and answer.citations[0].title.startswith("Qwen2.5-1M")
+        assert answer.timings["prompt_tokens"] > 0
+        with pytest.raises(LLMError, match="has no model 'gpt-4o'"):
+            Engine(Settings(data_dir=tmp_path / "data", llm_base_url=f"http://127.0.0.1:{port}/v1",
+                            llm_model="gpt-4o")).warm_up()
