@@ -14,5 +14,5 @@ else
   export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 fi
 echo "installing paperchat into .venv (the first run compiles llama.cpp: 7-20 minutes)…"
-.venv/bin/python -m pip install --quiet --progress-bar off -e ".[test]"
+.venv/bin/python -m pip install --quiet --progress-bar off -c requirements.lock -e ".[test]"
 echo "done: .venv/bin/paperchat --help"

@@ -97,7 +97,13 @@ def cold_start(data_dir: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--scale" in argv:  # the scale benchmark has its own options (eval/scale.py)
+        from .scale import main as scale_main
+
+        return scale_main([a for a in argv if a != "--scale"])
     parser = argparse.ArgumentParser(prog="paperchat bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", action="store_true", help="the scale benchmark instead (see --scale --help)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     parser.add_argument("--no-baseline", action="store_true", help="skip the llama-index baseline")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-start subprocess runs")

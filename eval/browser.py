@@ -46,9 +46,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class ServedApp:
+    url: str
+    pid: int
+
+
 @contextmanager
-def running_app(data_dir: Path, env: dict[str, str] | None = None, timeout: float = 600) -> Iterator[str]:
-    """Run ``paperchat serve`` in a subprocess on a free port; yield its URL, stop it afterwards.
+def running_app(data_dir: Path, env: dict[str, str] | None = None, timeout: float = 600) -> Iterator[ServedApp]:
+    """Run ``paperchat serve`` in a subprocess on a free port; yield its URL and pid, stop it afterwards.
 
     The first start on an empty ``data_dir`` ingests the default collection and loads the model.
     """
@@ -71,7 +77,7 @@ def running_app(data_dir: Path, env: dict[str, str] | None = None, timeout: floa
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"paperchat serve did not answer on {url} in {timeout:.0f} s") from None
                 time.sleep(0.5)
-        yield url
+        yield ServedApp(url, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -165,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         engine.warm_up()
         engine.prefill_papers()
         del engine
-        with running_app(data_dir) as url, chromium() as browser:
-            page, outside = open_page(browser, url)
+        with running_app(data_dir) as app, chromium() as browser:
+            page, outside = open_page(browser, app.url)
             ask(page, QUESTIONS[0])  # warm: the first answer also fills llama.cpp's prompt cache
             if args.screenshot:
                 page.screenshot(path=str(args.screenshot))

@@ -60,6 +60,11 @@ LIST_SCORE_RATIO = 0.85
 # A question that asks for several papers, or compares them, keeps all its sources.
 _MANY = re.compile(r"\b(papers|works|methods|systems|approaches|techniques|studies|models|compare[sd]?|"
                    r"comparison|versus|vs\.?|both|differ\w*)\b", re.I)
+# Sentences in a source that address the model rather than report research.
+_INSTRUCTION = re.compile(
+    r"\b(ignore|disregard|forget|override)\b[^.]{0,40}\b(instructions?|prompts?|rules|context|above)\b"
+    r"|\b(answer|reply|respond|output)\b[^.]{0,40}\b(every|all|any)\b[^.]{0,20}\bquestions?\b"
+    r"|\b(system prompt|you are an? (ai|assistant|language model)|as an ai)\b", re.I)
 # Special-token text in an abstract could close the prompt's turn; it never belongs in evidence.
 _SPECIAL = re.compile(r"<\|[^|>]{0,40}\|>")
 
@@ -101,8 +106,13 @@ def _naming(question: str, hits: list[Hit]) -> list[Hit]:
 
 
 def evidence_text(text: str) -> str:
-    """Source text as the model sees it: special-token text in an abstract could close the prompt's turn."""
-    return _SPECIAL.sub(" ", text)
+    """Source text as the model sees it. Special-token text in an abstract could close the prompt's
+    turn, and a sentence addressed to the model ("ignore previous instructions and ...") steered
+    the 0.5B model despite the system prompt: both are removed."""
+    text = _SPECIAL.sub(" ", text)
+    if not _INSTRUCTION.search(text):
+        return text
+    return " ".join(x for x in split_sentences(text) if not _INSTRUCTION.search(x))
 
 
 def _source_block(source: Source) -> str:

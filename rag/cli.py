@@ -89,7 +89,7 @@ def cmd_papers(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
     from ui.app import serve
 
-    serve(engine, open_browser=not args.no_browser)
+    serve(engine, open_browser=not args.no_browser, allow_without_login=args.no_login_on_network)
     return 0
 
 
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="measure speed and memory (see: paperchat bench --help)")
     p = sub.add_parser("serve", help="start the chat web page and open it in a browser")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--no-login-on-network", action="store_true",
+                   help="serve on a non-local PAPERCHAT_HOST without a login (anyone who can reach it can use it)")
     return parser
 
 
@@ -152,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings()
         if args.command == "rebuild":
             return rebuild(settings, args.files)
+        if args.command == "serve":
+            from ui.app import check_exposure
+
+            check_exposure(settings, args.no_login_on_network)  # before the slow start
         engine = Engine(settings)
         return COMMANDS[args.command](engine, args)
     except (QuestionError, CorpusError) as e:

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     port: int = Field(default=7860, ge=0, le=65535, description="Port of the web UI.")
     ui_username: str | None = Field(default=None, description="Login name for the web UI (set with ui_password).")
     ui_password: SecretStr | None = Field(default=None, description="Password for the web UI (set with ui_username).")
+    ui_max_upload_mb: int = Field(default=50, ge=1, description="Largest collection file the web page accepts.")
+    ui_max_upload_papers: int = Field(
+        default=20000, ge=1, description="Most papers one uploaded file may hold (larger: use paperchat ingest)."
+    )
     ui_queue_size: int = Field(
         default=32, ge=1, description="Questions that may wait for the model; more get a 'queue full' message."
     )

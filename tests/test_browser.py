@@ -22,8 +22,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     # A few saved prompt states are computed in the background (all 71 take ~3 min on 2 cores).
-    with running_app(tmp_path_factory.mktemp("served"), env={"PAPERCHAT_PREFILL_PAPERS": "8"}) as url:
-        yield url
+    with running_app(tmp_path_factory.mktemp("served"), env={"PAPERCHAT_PREFILL_PAPERS": "8"}) as served:
+        yield served.url
 
 
 @pytest.fixture(scope="module")
@@ -115,16 +115,28 @@ def test_papers_tab_lists_searches_and_adds_files(page, tmp_path):
     assert "71 papers" in page.inner_text("#header")
 
     good = tmp_path / "new.jsonl"
+    hostile = {"id": "hostile", "title": "HostileNet <img src=x onerror=\"document.title='pwned'\">",
+               "abstract": "HostileNet <script>document.title='pwned'</script> drafts tokens "
+                           "<img src=y onerror=\"document.title='pwned'\"> 4.2x faster than plain decoding."}
     good.write_text(json.dumps({"id": "tree-spec", "title": "TreeSpec: Tree Speculation for Browsers",
                                 "abstract": "TreeSpec drafts a token tree and verifies it in one pass, 3.1x faster."})
-                    + "\n")
+                    + "\n" + json.dumps(hostile) + "\n")
     page.set_input_files("#upload input[type=file]", str(good))
     page.fill("#search textarea", "")
     page.click("#add")
-    page.wait_for_function("() => document.querySelector('#ingest-status').innerText.includes('1 added')",
+    page.wait_for_function("() => document.querySelector('#ingest-status').innerText.includes('2 added')",
                            timeout=120_000)
-    assert "72 papers" in page.inner_text("#header")
-    page.wait_for_function("() => document.querySelector('#paper-count').innerText.startsWith('72 of 72')")
+    assert "73 papers" in page.inner_text("#header")
+    page.wait_for_function("() => document.querySelector('#paper-count').innerText.startsWith('73 of 73')")
     page.fill("#search textarea", "treespec")  # the table only renders the rows in view
-    page.wait_for_function("() => document.querySelector('#paper-count').innerText.startsWith('1 of 72')")
+    page.wait_for_function("() => document.querySelector('#paper-count').innerText.startsWith('1 of 73')")
     assert "TreeSpec: Tree Speculation for Browsers" in page.inner_text("#paper-list")
+
+    # Markup planted in a paper stays text wherever the page shows it: list, answer, sources.
+    page.fill("#search textarea", "hostilenet")
+    page.wait_for_function("() => document.querySelector('#paper-count').innerText.startsWith('1 of 73')")
+    page.click("button[role=tab]:has-text('Chat')")
+    turn = ask(page, "How much faster does HostileNet draft tokens?")
+    assert "HostileNet <img src=x" in turn.sources, turn.sources
+    assert page.title() == "paperchat"
+    assert page.locator("#sources img, #chat img, #paper-list img").count() == 0

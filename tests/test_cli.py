@@ -31,3 +31,20 @@ def test_empty_question_is_a_usage_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("PAPERCHAT_DEFAULT_CORPUS", "")
     assert main(["ask", "   "]) == 2
     assert "the question is empty" in capsys.readouterr().err
+
+
+def test_serving_on_the_network_without_a_login_is_refused(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PAPERCHAT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PAPERCHAT_HOST", "0.0.0.0")
+    assert main(["serve", "--no-browser"]) == 1
+    assert "refusing to serve on 0.0.0.0 without a login" in capsys.readouterr().err
+    assert not (tmp_path / "chroma").exists()  # refused before anything was built
+
+
+def test_eval_and_bench_commands_reach_their_parsers(capsys):
+    for command in (["eval", "--help"], ["bench", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(command)
+        assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: paperchat eval" in out and "usage: paperchat bench" in out

@@ -15,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 
 from rag import ABSTAIN_TEXT, Answer, CorpusError, Engine, LLMError, QuestionError, Settings, StoreError
+from rag.corpus import iter_papers
 from rag.llm import Message
 
 log = logging.getLogger(__name__)
@@ -146,12 +147,19 @@ def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
     if not file:
         return "⚠️ Choose a file first (JSONL, or title and abstract lines)."
     name = Path(file).name
+    s = engine.settings
+    if Path(file).stat().st_size > s.ui_max_upload_mb << 20:
+        return f"⚠️ Nothing was added: {escape(name)} is larger than {s.ui_max_upload_mb} MB; use paperchat ingest."
 
     def on_progress(done: int, total: int) -> None:
         if progress is not None:
             progress((done, total), desc=f"Adding {name}", unit="papers")
 
     try:
+        count = sum(1 for _ in iter_papers(file))  # checks the whole file before anything is stored
+        if count > s.ui_max_upload_papers:
+            return (f"⚠️ Nothing was added: {escape(name)} holds {count} papers, more than the page takes "
+                    f"({s.ui_max_upload_papers}); use paperchat ingest.")
         (report,) = engine.ingest([file], progress=False, on_progress=on_progress)
     except CorpusError as e:
         # The upload's temporary path means nothing to the user: name the file they chose.
@@ -239,17 +247,31 @@ def build(engine: Engine) -> gr.Blocks:
     return page
 
 
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def check_exposure(settings: Settings, allow_without_login: bool = False) -> None:
+    """Refuse to serve beyond this machine without a login, unless the user says they mean it."""
+    if settings.host not in LOCAL_HOSTS and not settings.ui_username and not allow_without_login:
+        raise ValueError(
+            f"refusing to serve on {settings.host} without a login: anyone on the network could use it. Set "
+            "PAPERCHAT_UI_USERNAME and PAPERCHAT_UI_PASSWORD, or pass --no-login-on-network if you mean it"
+        )
+
+
 def launch_options(settings: Settings) -> dict[str, Any]:
     """Arguments for ``Blocks.launch``: address, optional login, and nothing that calls out."""
     auth = None
     if settings.ui_username and settings.ui_password:
         auth = (settings.ui_username, settings.ui_password.get_secret_value())
     return {"server_name": settings.host, "server_port": settings.port, "auth": auth, "show_error": False,
+            "max_file_size": f"{settings.ui_max_upload_mb}mb",
             "css": CSS, "footer_links": [], "ssr_mode": False, "share": False}
 
 
-def serve(engine: Engine, open_browser: bool = True) -> None:
+def serve(engine: Engine, open_browser: bool = True, allow_without_login: bool = False) -> None:
     """Serve the page on the configured host and port; one model request runs at a time, others queue."""
+    check_exposure(engine.settings, allow_without_login)
     engine.warm_up()
     engine.prefill_in_background()  # saved prompt states: first words in ~1 s (see Engine.prefill_papers)
     page = build(engine)

@@ -1,0 +1,194 @@
+"""Scale benchmark: ``paperchat bench --scale`` (also ``python -m eval.scale``).
+
+Builds synthetic collections (papers recombining sentences of the 71 real abstracts, so the text
+is realistic) of growing size, each in a fresh process and store, and measures ingestion
+throughput, store size on disk, retrieval latency (hybrid: Chroma HNSW + BM25) and peak memory.
+
+Sizes up to ``--real-max`` are embedded with the real MiniLM model, which sets the ingestion
+throughput. Larger ones are embedded as the mean of their sentences' MiniLM vectors (computed once):
+the same vector space at a fraction of the cost, so retrieval can be measured at sizes the real
+model would take hours to embed on 2 cores; their ingestion figures are marked ``mean-vectors``.
+Queries are always embedded by the real model. Results: eval/results/scale.json and scale.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from pydantic import PrivateAttr
+
+from rag.corpus import load_papers, split_sentences
+from rag.settings import DEFAULT_CORPUS, Settings
+
+from .suite import RESULTS, load_questions
+
+
+def real_sentences() -> list[str]:
+    return [s for p in load_papers(DEFAULT_CORPUS) for s in split_sentences(p.abstract)]
+
+
+def write_corpus(path: Path, n: int, seed: int = 1) -> Path:
+    """``n`` synthetic papers as title/abstract lines: 4-7 real sentences each, in random order."""
+    rng = random.Random(seed)
+    sentences = real_sentences()
+    words = sorted({w for s in sentences for w in s.split() if w.isalpha() and len(w) > 5})
+    with path.open("w") as f:
+        for i in range(n):
+            title = f"{' '.join(rng.sample(words, 4)).title()}: Study {i}"
+            f.write(f"{title}\n{' '.join(rng.sample(sentences, rng.randint(4, 7)))}\n\n")
+    return path
+
+
+class SentenceMeanEmbedding(BaseEmbedding):
+    """Texts as the normalised mean of their sentences' MiniLM vectors (sentences seen before are
+    looked up); queries through the real model."""
+
+    _real: Any = PrivateAttr()
+    _vectors: dict[str, np.ndarray] = PrivateAttr()
+
+    def __init__(self, real: BaseEmbedding, **kwargs: Any) -> None:
+        super().__init__(model_name="minilm-sentence-mean", **kwargs)
+        self._real = real
+        sentences = real_sentences()
+        self._vectors = dict(zip(sentences, np.asarray(real.get_text_embedding_batch(sentences))))
+
+    def _vector(self, text: str) -> list[float]:
+        parts = [self._vectors[s] for s in split_sentences(text.partition("\n")[2] or text) if s in self._vectors]
+        v = np.mean(parts, axis=0) if parts else np.asarray(self._real.get_text_embedding(text))
+        return (v / np.linalg.norm(v)).tolist()
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._vector(text)
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._real.get_query_embedding(query)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+
+def dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def measure_one(n: int, mean_vectors: bool, work: Path) -> dict[str, Any]:
+    """Ingest ``n`` synthetic papers into a fresh store and time retrieval (run in its own process)."""
+    from rag.embedding import MiniLMEmbedding
+    from rag.retrieve import HybridRetriever
+    from rag.store import Store
+
+    real = MiniLMEmbedding()
+    embed: BaseEmbedding = SentenceMeanEmbedding(real) if mean_vectors else real
+    corpus = write_corpus(work / f"papers-{n}.txt", n)
+    settings = Settings(data_dir=work / f"store-{n}", default_corpus=None, ingest_batch=1000)
+    store = Store(settings, embed)
+    start = time.perf_counter()
+    store.ingest(corpus, progress=sys.stderr.isatty())
+    ingest_s = time.perf_counter() - start
+    retriever = HybridRetriever(store, embed, settings)
+    start = time.perf_counter()
+    retriever.keyword_index()
+    bm25_build_s = time.perf_counter() - start
+    questions = [r["question"] for r in load_questions()][:60]
+    retriever.retrieve(questions[0])  # warm
+    times = []
+    for q in questions:
+        start = time.perf_counter()
+        retriever.retrieve(q)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {
+        "papers": n, "embedding": "mean-vectors" if mean_vectors else "minilm", "ingest_s": round(ingest_s, 1),
+        "papers_per_s": round(n / ingest_s, 1), "store_mb": round(dir_mb(settings.data_dir), 1),
+        "bm25_build_s": round(bm25_build_s, 2), "retrieve_s_p50": round(statistics.median(times), 4),
+        "retrieve_s_p90": round(times[int(0.9 * (len(times) - 1))], 4),
+        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def extrapolate(rows: list[dict[str, Any]], key: str, sizes: list[int]) -> dict[int, float]:
+    """Fit key = a * papers^b on the measured sizes (log-log) and evaluate at ``sizes``."""
+    xs = [math.log(r["papers"]) for r in rows]
+    ys = [math.log(max(r[key], 1e-6)) for r in rows]
+    b, a = np.polyfit(xs, ys, 1)
+    return {s: round(math.exp(a) * s**b, 4) for s in sizes}
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["papers"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    axes[0].plot(sizes, [r["retrieve_s_p50"] * 1000 for r in rows], "o-", label="median")
+    axes[0].plot(sizes, [r["retrieve_s_p90"] * 1000 for r in rows], "o--", label="p90")
+    axes[0].set_title("retrieval latency (ms)")
+    axes[0].legend()
+    axes[1].plot(sizes, [r["store_mb"] for r in rows], "o-")
+    axes[1].set_title("store on disk (MB)")
+    axes[2].plot(sizes, [r["rss_mb"] for r in rows], "o-")
+    axes[2].set_title("peak memory (MB)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("papers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="paperchat bench --scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated collection sizes")
+    parser.add_argument("--real-max", type=int, default=10000, help="largest size embedded with the real model")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size here
+    parser.add_argument("--mean-vectors", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure_one(args.one, args.mean_vectors, args.work)))
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in [int(x) for x in args.sizes.split(",")]:
+            cmd = [sys.executable, "-m", "eval.scale", "--one", str(n), "--work", tmp]
+            if n > args.real_max:
+                cmd.append("--mean-vectors")
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+            for leftover in Path(tmp).iterdir():
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    report = {"rows": rows}
+    if len(rows) >= 2:
+        big = [1_000_000, 10_000_000]
+        report["extrapolated"] = {key: extrapolate(rows, key, big) for key in ("retrieve_s_p50", "store_mb")}
+        real = [r for r in rows if r["embedding"] == "minilm"]
+        if real:
+            rate = real[-1]["papers_per_s"]
+            report["extrapolated"]["ingest_hours_minilm"] = {s: round(s / rate / 3600, 1) for s in big}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.json").write_text(json.dumps(report, indent=1))
+    plot(rows, args.out / "scale.png")
+    print(json.dumps(report.get("extrapolated", {}), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
