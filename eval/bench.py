@@ -72,8 +72,13 @@ def summary(prefix: str, runs: list[dict[str, float]]) -> dict[str, float]:
     total = [r["total_s"] for r in runs]
     gen = [r["completion_tokens"] / (r["total_s"] - r["first_token_s"]) for r in runs
            if r["completion_tokens"] > 1 and r["total_s"] > r["first_token_s"]]
+    # Answers written by code (which-papers lists) never wait for the model: shown apart as well.
+    model = [r["first_token_s"] for r in runs if r["prompt_tokens"]]
     return {
         f"{prefix}first_token_s_p50": _p50(first), f"{prefix}first_token_s_p90": _p90(first),
+        f"{prefix}model_answers": len(model),
+        f"{prefix}model_first_token_s_p50": _p50(model) if model else 0.0,
+        f"{prefix}model_first_token_s_p90": _p90(model) if model else 0.0,
         f"{prefix}total_s_p50": _p50(total), f"{prefix}total_s_p90": _p90(total),
         f"{prefix}prompt_tokens_p50": _p50([r["prompt_tokens"] for r in runs]),
         f"{prefix}completion_tokens_p50": _p50([r["completion_tokens"] for r in runs]),

@@ -59,6 +59,7 @@ def running_app(data_dir: Path, env: dict[str, str] | None = None, timeout: floa
     The first start on an empty ``data_dir`` ingests the default collection and loads the model.
     """
     port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
     log = (data_dir / "serve.log").open("w")
     full_env = {**os.environ, "PAPERCHAT_DATA_DIR": str(data_dir), "PAPERCHAT_PORT": str(port), **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--no-browser"], env=full_env,

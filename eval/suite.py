@@ -268,6 +268,11 @@ def markdown(report: dict[str, Any]) -> str:
                     lines.append(_row(f"{key}: {kind}", sub))
             else:
                 lines.append(_row(key, values))
+    if "llama-index" in systems:
+        lines += ["", "llama-index: VectorStoreIndex + CitationQueryEngine over the same Chroma collection, LLM and "
+                  "embedding (CondenseQuestion rewrite for follow-ups). It has no refusal of its own, so "
+                  "\"abstained\" means its answer cites no source. Latency figures of this run are indicative: "
+                  "`paperchat bench` measures speed on an otherwise idle machine."]
     lines += ["", "| target | wanted | ours | met |", "| --- | --- | --- | --- |"]
     for name, wanted, got in targets(report):
         lines.append(f"| {name} | ≥ {wanted:.2f} | {_fmt(got)} | "

@@ -378,6 +378,8 @@ class Engine:
         names = _NAME.findall(question) + _PROPER.findall(question)
         if any(name.casefold() not in evidence for name in names):
             return False  # the question names something (GPT-5, PagedAttention) no retrieved paper mentions
+        if any(name.casefold() in h.title.casefold() for name in names for h in hits):
+            return True  # "What does DistServe do?": a paper's title names what the question asks about
         if max((h.similarity or 0.0) for h in hits) >= self.settings.min_similarity:
             return True
         terms = content_terms(question)

@@ -241,3 +241,9 @@ def test_instructions_planted_in_an_abstract_never_reach_the_model(make_engine, 
     assert "CachePilot evicts KV cache entries" in prompt and "HACKED" not in prompt and "Ignore" not in prompt
     assert answer.citations[0].title.startswith("CachePilot")
     assert evidence_text("We ignore padding tokens. Results improve.") == "We ignore padding tokens. Results improve."
+
+
+def test_a_question_naming_a_paper_by_its_title_is_relevant(make_engine):
+    engine = make_engine()
+    question = "What does DistServe do?"
+    assert engine.relevant(question, engine.retrieve(question))

@@ -52,6 +52,8 @@ def test_eight_concurrent_sessions_are_all_answered_in_their_own_conversation(tm
                     chat, _ = client.predict(question, chat, api_name="/accept")
                     job = client.submit(chat, api_name="/answer")
                     chat, sources = job.result(timeout=REQUEST_TIMEOUT_S)
+                    if isinstance(sources, dict):  # a gr.update() with the Markdown's value
+                        sources = sources.get("value", "")
                     out.append((question, sources, time.monotonic() - start))
                 results[name] = out
             except Exception as e:  # noqa: BLE001 - collected and reported below

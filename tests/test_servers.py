@@ -129,7 +129,7 @@ def test_openai_compatible_server_streams_cited_answers(tmp_path):
         answer = pieces[-1]
         assert isinstance(answer, Answer) and len(pieces) > 3  # streamed in pieces
         assert not answer.abstained and answer.citations[0].title.startswith("Qwen2.5-1M")
-        assert answer.timings["prompt_tokens"] > 0
+        assert answer.timings["completion_tokens"] > 3  # counted from the stream (this server sends no usage)
         with pytest.raises(LLMError, match="has no model 'gpt-4o'"):
             Engine(Settings(data_dir=tmp_path / "data", llm_base_url=f"http://127.0.0.1:{port}/v1",
                             llm_model="gpt-4o")).warm_up()
