@@ -42,6 +42,23 @@ def test_any_bytes_parse_or_raise_the_documented_error(tmp_path_factory, data, n
         assert p.title.strip() and p.abstract.strip() and p.id
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=1500), st.sampled_from(["c.txt", "c.jsonl"]))
+def test_a_bad_file_never_writes_part_of_itself(fuzz_engine, tmp_path_factory, data, name):
+    store = fuzz_engine.store
+    before = {p.id: p.content_hash for p in store.papers().values()}
+    path = tmp_path_factory.mktemp("fuzz") / name
+    path.write_bytes(b"Valid Title Of A Paper\nA valid abstract about caching prefill states for speed.\n" + data)
+    try:
+        store.ingest(path)
+    except CorpusError:
+        assert {p.id: p.content_hash for p in store.papers().values()} == before
+    else:
+        for pid in [p.id for p in load_papers(path)]:
+            assert pid in store.papers()
+        store.remove([p.id for p in load_papers(path) if p.id not in before])  # back to the collection
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=30),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
                                                                                           max_size=3), max_leaves=6)
