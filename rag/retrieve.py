@@ -109,15 +109,32 @@ class HybridRetriever:
         self._keywords: KeywordIndex | None = None
         self._keywords_version = -1
         self._lock = threading.Lock()
+        self._rebuilding: threading.Thread | None = None
 
     def keyword_index(self) -> KeywordIndex:
-        """The BM25 index, rebuilt when the store has changed since it was built."""
+        """The BM25 index, rebuilt when the store has changed since it was built.
+
+        Small collections are rebuilt before the query. Above ``keyword_background_chunks`` the
+        rebuild runs in a background thread (22 s at 100,000 papers) and queries keep the previous
+        index until it is ready: papers just added are found by the dense side meanwhile.
+        """
         with self._lock:
-            if self._keywords is None or self._keywords_version != self.store.version:
-                version = self.store.version
-                self._keywords = KeywordIndex(*self.store.chunks())
-                self._keywords_version = version
+            version = self.store.version
+            if self._keywords is None:
+                self._keywords, self._keywords_version = KeywordIndex(*self.store.chunks()), version
+            elif self._keywords_version != version:
+                if len(self._keywords.ids) < self.settings.keyword_background_chunks:
+                    self._keywords, self._keywords_version = KeywordIndex(*self.store.chunks()), version
+                elif self._rebuilding is None or not self._rebuilding.is_alive():
+                    self._rebuilding = threading.Thread(target=self._rebuild, args=(version,), daemon=True,
+                                                        name="paperchat-bm25")
+                    self._rebuilding.start()
             return self._keywords
+
+    def _rebuild(self, version: int) -> None:
+        index = KeywordIndex(*self.store.chunks())
+        with self._lock:
+            self._keywords, self._keywords_version = index, version
 
     def dense(self, query: str, k: int) -> list[tuple[str, str, dict[str, Any], float]]:
         """(chunk id, text, metadata, cosine similarity) of the ``k`` nearest chunks."""

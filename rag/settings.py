@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         default=1.0, ge=0,
         description="Weight of a third ranking in the fusion: papers whose title holds a name the question uses.",
     )
+    keyword_background_chunks: int = Field(
+        default=20000, ge=0,
+        description="Above this many chunks the BM25 index is rebuilt in the background after a write "
+        "(queries use the previous one meanwhile); below, before the next query.",
+    )
     min_similarity: float = Field(
         default=0.30,
         description="Abstain without calling the LLM when the best dense cosine similarity is below this "

@@ -29,3 +29,19 @@ def test_keyword_index_follows_new_papers(make_engine, tmp_path):
     path.write_text('{"title": "Zebrafish Attention", "abstract": "Attention heads modelled on zebrafish vision."}\n')
     engine.ingest([path])
     assert engine.retrieve("zebrafish attention", k=1)[0].title == "Zebrafish Attention"
+
+
+def test_big_keyword_index_is_rebuilt_in_the_background_after_a_write(make_engine, tmp_path):
+    import json
+
+    engine = make_engine(keyword_background_chunks=10)  # 71 chunks: "big"
+    retriever = engine.retriever
+    old = retriever.keyword_index()
+    path = tmp_path / "new.jsonl"
+    path.write_text(json.dumps({"title": "Zyxwv Decoding", "abstract": "Zyxwv decodes tokens in parallel."}) + "\n")
+    engine.ingest([path])
+    assert retriever.keyword_index() is old  # still answering from the previous index
+    retriever._rebuilding.join(timeout=60)
+    new = retriever.keyword_index()
+    assert new is not old and len(new.ids) == 72
+    assert new.metadatas[new.search("zyxwv", 1)[0][0]]["title"] == "Zyxwv Decoding"
