@@ -25,7 +25,7 @@ from typing import Any
 from rag import Engine, Settings
 from rag.settings import DEFAULT_CORPUS
 
-from .suite import RESULTS, load_questions
+from .suite import RESULTS, ask_row, load_questions, p90
 
 #: The benchmark's questions: answerable ones of every kind, and two follow-ups.
 BENCH_IDS = ["q001", "q003", "q007", "q008", "q013", "q019", "q026", "q027", "q029", "q035",
@@ -37,7 +37,7 @@ def _p50(values: list[float]) -> float:
 
 
 def _p90(values: list[float]) -> float:
-    return round(sorted(values)[int(0.9 * (len(values) - 1))], 3)
+    return round(p90(values), 3)
 
 
 def rss_mb() -> float:
@@ -54,11 +54,7 @@ def time_answers(ask: Any, rows: list[dict[str, Any]], label: str) -> list[dict[
     """Ask each question (a follow-up after its first question, which is not timed)."""
     out = []
     for r in rows:
-        history: list[dict[str, str]] = []
-        if r.get("history_question"):
-            first = ask(r["history_question"], [])
-            history = [{"role": "user", "content": r["history_question"]}, {"role": "assistant", "content": first.text}]
-        reply = ask(r["question"], history)
+        reply = ask_row(ask, r)
         out.append({"id": r["id"], "first_token_s": reply.first_token_s, "total_s": reply.total_s,
                     "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
                     "abstained": reply.abstained})

@@ -53,6 +53,33 @@ class ServedApp:
 
 
 @contextmanager
+def serving(cmd: list[str], ready_url: str, log: Path, timeout: float = 600,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """Run a server process until the block ends (its output to ``log``); wait until ``ready_url`` answers."""
+    with log.open("a") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{' '.join(cmd[:4])} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                try:
+                    urllib.request.urlopen(ready_url, timeout=2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{ready_url} did not answer in {timeout:.0f} s") from None
+                    time.sleep(0.3)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
 def running_app(data_dir: Path, env: dict[str, str] | None = None, timeout: float = 600) -> Iterator[ServedApp]:
     """Run ``paperchat serve`` in a subprocess on a free port; yield its URL and pid, stop it afterwards.
 
@@ -60,32 +87,11 @@ def running_app(data_dir: Path, env: dict[str, str] | None = None, timeout: floa
     """
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = (data_dir / "serve.log").open("w")
     full_env = {**os.environ, "PAPERCHAT_DATA_DIR": str(data_dir), "PAPERCHAT_PORT": str(port), **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--no-browser"], env=full_env,
-                            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"paperchat serve exited with {proc.returncode}:\n"
-                                   f"{(data_dir / 'serve.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"paperchat serve did not answer on {url} in {timeout:.0f} s") from None
-                time.sleep(0.5)
+    cmd = [sys.executable, "-m", "rag.cli", "serve", "--no-browser"]
+    with serving(cmd, url, data_dir / "serve.log", timeout, full_env) as proc:
         yield ServedApp(url, proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @contextmanager

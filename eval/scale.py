@@ -34,7 +34,7 @@ from pydantic import PrivateAttr
 from rag.corpus import load_papers, split_sentences
 from rag.settings import DEFAULT_CORPUS, Settings
 
-from .suite import RESULTS, load_questions
+from .suite import RESULTS, load_questions, p90
 
 
 def real_sentences() -> list[str]:
@@ -115,7 +115,7 @@ def measure_one(n: int, mean_vectors: bool, work: Path) -> dict[str, Any]:
         "papers": n, "embedding": "mean-vectors" if mean_vectors else "minilm", "ingest_s": round(ingest_s, 1),
         "papers_per_s": round(n / ingest_s, 1), "store_mb": round(dir_mb(settings.data_dir), 1),
         "bm25_build_s": round(bm25_build_s, 2), "retrieve_s_p50": round(statistics.median(times), 4),
-        "retrieve_s_p90": round(times[int(0.9 * (len(times) - 1))], 4),
+        "retrieve_s_p90": round(p90(times), 4),
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 

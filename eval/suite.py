@@ -92,7 +92,8 @@ def sample(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]
     return out
 
 
-def _p90(values: list[float]) -> float:
+def p90(values: list[float]) -> float:
+    """The 90th percentile (nearest rank below)."""
     return sorted(values)[int(0.9 * (len(values) - 1))]
 
 
@@ -189,16 +190,21 @@ def score(row: dict[str, Any], reply: Reply) -> dict[str, Any]:
     }
 
 
+def ask_row(ask: AskFn, row: dict[str, Any]) -> Reply:
+    """Ask one question; a follow-up is asked after its first question, with that answer as history."""
+    history: list[dict[str, str]] = []
+    if row.get("history_question"):
+        first = ask(row["history_question"], [])
+        history = [{"role": "user", "content": row["history_question"]}, {"role": "assistant", "content": first.text}]
+    return ask(row["question"], history)
+
+
 def run_answers(name: str, ask: AskFn, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ask every question (a follow-up after its first question, with that answer as history)."""
     ask("What does mllm-NPU do?", [])  # warm-up: loads the model and fills its prompt cache
     per = []
     for i, r in enumerate(rows, 1):
-        history: list[dict[str, str]] = []
-        if r["type"] == "follow-up":
-            first = ask(r["history_question"], [])
-            history = [{"role": "user", "content": r["history_question"]}, {"role": "assistant", "content": first.text}]
-        reply = ask(r["question"], history)
+        reply = ask_row(ask, r)
         per.append(score(r, reply))
         print(f"{name:>8} [{i}/{len(rows)}] {r['type']:<12} {'ABSTAIN' if reply.abstained else 'answer '} "
               f"{reply.total_s:5.1f}s  {r['question'][:60]}", file=sys.stderr, flush=True)
@@ -229,9 +235,9 @@ def summarise(per: list[dict[str, Any]]) -> dict[str, Any]:
         "abstention_on_unanswerable": statistics.mean(p["abstained"] for p in unanswerable) if unanswerable else None,
         "answer_rate_on_answerable": statistics.mean(not p["abstained"] for p in answerable) if answerable else None,
         "first_token_s_p50": statistics.median(first) if first else None,
-        "first_token_s_p90": _p90(first) if first else None,
+        "first_token_s_p90": p90(first) if first else None,
         "total_s_p50": statistics.median(total) if total else None,
-        "total_s_p90": _p90(total) if total else None,
+        "total_s_p90": p90(total) if total else None,
     }
 
 

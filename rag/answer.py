@@ -175,6 +175,7 @@ class Engine:
         self._llm = llm
         self._llm_lock = threading.Lock()
         self._sentence_cache: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
+        self._last_query: tuple[str, np.ndarray] | None = None
         self._prefill_thread: threading.Thread | None = None
         self._prefill_again = threading.Event()
         if self.store.count() == 0 and self.settings.default_corpus:
@@ -291,21 +292,13 @@ class Engine:
             # the model (it named the wrong paper from them) and cost prompt time.
             if self._unanimous(top[0]) and not _MANY.search(question):
                 top = top[:1]
-        terms = content_terms(question)
-        weights = self.retriever.keyword_index()
-        question_vector: np.ndarray | None = None
         sources: list[Source] = []
         for n, hit in enumerate(top, 1):
             if n == 1 and s.first_source_full:
                 # Its model state is usually saved already (prefill_papers), so its length is free.
                 text = evidence_text(hit.text)
             else:
-                sentences, vectors = self._sentences(hit)
-                if question_vector is None:
-                    question_vector = np.asarray(self.embed_model.get_query_embedding(question))
-                scores = vectors @ question_vector + 0.5 * np.array([support(terms, x, weights) for x in sentences])
-                keep = sorted(np.argsort(scores)[::-1][: s.sentences_per_source])  # in the abstract's order
-                text = evidence_text(" ".join(sentences[i] for i in keep))
+                text = evidence_text(" ".join(self._best_sentences(question, hit, s.sentences_per_source)[0]))
             if text.strip():
                 sources.append(Source(len(sources) + 1, hit.paper_id, hit.title, text, hit.text, hit.url))
         return sources
@@ -321,9 +314,16 @@ class Engine:
         terms = content_terms(question)
         weights = self.retriever.keyword_index()
         supports = np.array([support(terms, x, weights) for x in sentences])
-        scores = vectors @ np.asarray(self.embed_model.get_query_embedding(question)) + 0.5 * supports
+        scores = vectors @ self._query_vector(question) + 0.5 * supports
         keep = sorted(np.argsort(scores)[::-1][:k])
         return [sentences[i] for i in keep], float(supports.max(initial=0.0))
+
+    def _query_vector(self, question: str) -> np.ndarray:
+        """The question's embedding, kept for the next call: every source of an answer scores against it."""
+        last = self._last_query
+        if last is None or last[0] != question:
+            last = self._last_query = (question, np.asarray(self.embed_model.get_query_embedding(question)))
+        return last[1]
 
     def extract(self, question: str, hits: list[Hit]) -> tuple[str, list[Citation]] | None:
         """An answer written by code, for the questions the model answers worst; None for others.

@@ -258,7 +258,8 @@ def ingest_files(
 ) -> list[IngestReport]:
     """Ingest several files; every file is checked before the first one is written."""
     paths = [Path(p) for p in paths]
-    for path in paths:
+    # Store.ingest checks its own file before writing: only the files after the first need a pass here.
+    for path in paths[1:]:
         for _ in iter_papers(path):
             pass
     return [store.ingest(p, progress=progress, on_progress=on_progress) for p in paths]

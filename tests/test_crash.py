@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.corpus import load_papers, split_sentences
-from rag.settings import DEFAULT_CORPUS, Settings
+from eval.scale import write_corpus
+from rag.corpus import load_papers
+from rag.settings import Settings
 from rag.store import Store
 
 from .conftest import HashEmbedding
@@ -35,17 +36,6 @@ print("done", flush=True)
 KILLS = 10
 
 
-def synthetic_corpus(path: Path, n: int, seed: int = 7) -> Path:
-    """``n`` papers recombined from the sentences of the real abstracts."""
-    rng = random.Random(seed)
-    sentences = [s for p in load_papers(DEFAULT_CORPUS) for s in split_sentences(p.abstract)]
-    lines = []
-    for i in range(n):
-        lines += [f"Synthetic Paper {i}: {rng.choice(['Fast', 'Sparse', 'Cached'])} Inference", " ".join(rng.sample(sentences, 5)), ""]
-    path.write_text("\n".join(lines))
-    return path
-
-
 def run_child(data_dir: Path, corpus: Path, kill_after: float | None) -> tuple[bool, float]:
     """Run one ingest; kill it ``kill_after`` seconds after it started ingesting.
     Returns whether it finished, and the seconds from the start of ingesting to its end."""
@@ -62,7 +52,7 @@ def run_child(data_dir: Path, corpus: Path, kill_after: float | None) -> tuple[b
 
 
 def test_killed_ingests_then_a_rerun_leave_exactly_the_collection(tmp_path):
-    corpus = synthetic_corpus(tmp_path / "big.txt", 1200)
+    corpus = write_corpus(tmp_path / "big.txt", 1200)  # sentences of the real abstracts, recombined
     expected = {p.id for p in load_papers(corpus)}
     data_dir = tmp_path / "data"
     finished, whole = run_child(tmp_path / "timing", corpus, None)  # how long one whole ingest takes here

@@ -5,48 +5,18 @@ that are down or failing."""
 from __future__ import annotations
 
 import http.server
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from eval.browser import free_port
+from eval.browser import free_port, serving
 from rag import Answer, Engine, LLMError, Settings
 from rag.llm import OpenAICompatibleLLM
 
 VENV_BIN = Path(sys.executable).parent
-
-
-@contextmanager
-def serving(cmd: list[str], ready_url: str, log: Path, timeout: float = 120) -> Iterator[subprocess.Popen]:
-    """Run a server process until the block ends; wait until ``ready_url`` answers."""
-    with log.open("a") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}: {log.read_text()[-2000:]}")
-                try:
-                    urllib.request.urlopen(ready_url, timeout=2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{ready_url} not ready after {timeout} s") from None
-                    time.sleep(0.3)
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 class _Failing(http.server.BaseHTTPRequestHandler):
@@ -98,14 +68,14 @@ def test_chroma_server_keeps_the_collection_across_restarts(tmp_path):
     cmd = [str(VENV_BIN / "chroma"), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)]
     heartbeat = f"http://127.0.0.1:{port}/api/v2/heartbeat"
     settings = Settings(data_dir=tmp_path / "unused", chroma_url=f"http://127.0.0.1:{port}", collection="lab-papers")
-    with serving(cmd, heartbeat, tmp_path / "chroma.log"):
+    with serving(cmd, heartbeat, tmp_path / "chroma.log", timeout=120):
         engine = Engine(settings)  # empty collection on the server: the default papers are ingested
         assert len(engine.store.papers()) == 71
         assert engine.retrieve("How does CacheBlend reuse KV caches?")[0].title.startswith("CacheBlend")
         answer = engine.ask("How does CacheBlend reuse KV caches?")
         assert answer.citations and answer.citations[0].title.startswith("CacheBlend")
     assert not (tmp_path / "unused").exists()  # nothing went to an embedded store
-    with serving(cmd, heartbeat, tmp_path / "chroma.log"):
+    with serving(cmd, heartbeat, tmp_path / "chroma.log", timeout=120):
         again = Engine(settings)
         assert len(again.store.papers()) == 71
         (report,) = again.ingest([settings.default_corpus])
@@ -121,7 +91,7 @@ def test_openai_compatible_server_streams_cited_answers(tmp_path):
     model = default_model_path(Settings().cache_dir)
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "qwen-0.5b",
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2"]
-    with serving(cmd, f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log"):
+    with serving(cmd, f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log", timeout=120):
         settings = Settings(data_dir=tmp_path / "data", llm_base_url=f"http://127.0.0.1:{port}/v1",
                             llm_model="qwen-0.5b")
         engine = Engine(settings)
