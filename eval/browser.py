@@ -130,12 +130,12 @@ def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
     return page, outside
 
 
-_BOT = "#chat [data-testid='bot']"
+BOT_MESSAGES = "#chat [data-testid='bot']"
 
 
 def ask(page: Any, question: str, timeout_s: float = 300) -> Turn:
     """Type a question, press Enter, and wait for the streamed answer and then its sources."""
-    n_before = page.locator(_BOT).count()
+    n_before = page.locator(BOT_MESSAGES).count()
     previous_sources = page.inner_text("#sources")
     page.fill("#question textarea", question)
     start = time.perf_counter()
@@ -145,20 +145,20 @@ def ask(page: Any, question: str, timeout_s: float = 300) -> Turn:
     page.wait_for_function(
         """([sel, n, waiting]) => { const b = document.querySelectorAll(sel);
              return b.length > n && b[n].innerText.trim() && !b[n].innerText.includes(waiting); }""",
-        arg=[_BOT, n_before, WAITING_TEXT], polling=50, timeout=timeout)
+        arg=[BOT_MESSAGES, n_before, WAITING_TEXT], polling=50, timeout=timeout)
     first = time.perf_counter() - start
     page.wait_for_function(
         """([prev]) => { const s = document.querySelector('#sources').innerText;
              return s.includes('complete') && s !== prev; }""",
         arg=[previous_sources], polling=50, timeout=timeout)
     complete = time.perf_counter() - start
-    return Turn(question, page.locator(_BOT).nth(n_before).inner_text(), page.inner_text("#sources"), first, complete)
+    return Turn(question, page.locator(BOT_MESSAGES).nth(n_before).inner_text(), page.inner_text("#sources"), first, complete)
 
 
 def clear(page: Any) -> None:
     """Press *Clear conversation* and wait until the chat is empty."""
     page.click("#clear")
-    page.wait_for_function(f"() => document.querySelectorAll(\"{_BOT}\").length === 0", timeout=10_000)
+    page.wait_for_function(f"() => document.querySelectorAll(\"{BOT_MESSAGES}\").length === 0", timeout=10_000)
 
 
 def main(argv: list[str] | None = None) -> int:

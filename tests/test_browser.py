@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from eval.browser import CHROMIUM, ask, chromium, clear, open_page, running_app
+from eval.browser import BOT_MESSAGES, CHROMIUM, WAITING_TEXT, ask, chromium, clear, open_page, running_app
 
 pytestmark = [
     pytest.mark.integration,
@@ -79,10 +79,15 @@ def test_two_users_at_once_are_queued_not_failed(app, browser):
     turns: dict[int, str] = {}
     errors: list[BaseException] = []
 
-    # Playwright's sync API is single-threaded: submit both, then wait for each in turn.
-    for p, q in zip(pages, questions):
+    # Playwright's sync API is single-threaded: submit both, then wait for each in turn. The second
+    # is sent once the first is being answered; sent together, either could reach the queue first.
+    for i, (p, q) in enumerate(zip(pages, questions)):
         p.fill("#question textarea", q)
         p.press("#question textarea", "Enter")
+        if i == 0:
+            p.wait_for_function(f"""() => {{ const b = document.querySelectorAll("{BOT_MESSAGES}");
+                return b.length && b[0].innerText.trim() && !b[0].innerText.includes("{WAITING_TEXT}"); }}""",
+                                polling=50, timeout=60_000)
     # The second user sees their question and its place in the queue while the first is answered.
     pages[1].wait_for_function(
         "() => /queue: 1\\/1/.test(document.querySelector('#chat').innerText)", polling=50, timeout=30_000)
