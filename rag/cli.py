@@ -132,6 +132,7 @@ def rebuild(settings: Settings, files: Sequence[str]) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     shutil.rmtree(settings.chroma_path, ignore_errors=True)
+    shutil.rmtree(settings.keyword_path, ignore_errors=True)
     engine = Engine(settings)  # ingests the default collection into the empty store
     for report in engine.ingest(files, progress=True):
         print(report)

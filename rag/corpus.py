@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -228,20 +229,28 @@ def iter_papers(path: Path | str) -> Iterator[Paper]:
     """Stream the papers of a collection file, in either format.
 
     Duplicate papers (same id and content) are yielded once; the same id with different content
-    is an error.
+    is an error. The ids seen so far live in a temporary SQLite file, not in memory, so a file of
+    millions of papers streams in constant memory.
     """
     path = Path(path)
-    seen: dict[str, tuple[str, str]] = {}
     reader = iter_jsonl if is_jsonl(path) else iter_text
-    for paper in reader(path):
-        previous = seen.get(paper.id)
-        if previous is not None:
-            if previous[0] != paper.content_hash:
-                raise CorpusError(path, None, f"id {paper.id!r} is used by two different papers "
-                                  f"({previous[1]!r} and {paper.title!r})")
-            continue
-        seen[paper.id] = (paper.content_hash, paper.title)
-        yield paper
+    # "" = a private temporary database that SQLite deletes on close; its page cache is bounded.
+    seen = sqlite3.connect("")
+    try:
+        seen.execute("CREATE TABLE seen (id TEXT PRIMARY KEY, hash TEXT, title TEXT) WITHOUT ROWID")
+        for paper in reader(path):
+            added = seen.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)",
+                                 (paper.id, paper.content_hash, paper.title)).rowcount
+            if not added:
+                previous_hash, previous_title = seen.execute(
+                    "SELECT hash, title FROM seen WHERE id = ?", (paper.id,)).fetchone()
+                if previous_hash != paper.content_hash:
+                    raise CorpusError(path, None, f"id {paper.id!r} is used by two different papers "
+                                      f"({previous_title!r} and {paper.title!r})")
+                continue
+            yield paper
+    finally:
+        seen.close()
 
 
 def load_papers(path: Path | str) -> list[Paper]:

@@ -7,10 +7,16 @@ a Chroma-backed index, so the keyword index is built here from the stored chunk 
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import math
+import os
 import re
+import shutil
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import bm25s
@@ -23,6 +29,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from .settings import Settings
 from .store import Store
 
+log = logging.getLogger(__name__)
 _STEMMER = Stemmer.Stemmer("english")
 # bm25s' "en" list has 33 words and keeps "what", "does", "which": questions need the longer one.
 STOPWORDS = sorted(set(bm25s.stopwords.STOPWORDS_EN_PLUS) | {"much", "many", "paper", "papers"})
@@ -68,33 +75,138 @@ def content_terms(text: str) -> frozenset[str]:
     return frozenset(terms)
 
 
+class ChunkIds(Sequence[str]):
+    """Chunk ids in index order, packed as UTF-8 bytes plus offsets (memory-mapped once saved)."""
+
+    def __init__(self, blob: bytes | np.ndarray, offsets: np.ndarray) -> None:
+        self.blob, self.offsets = blob, offsets
+
+    @classmethod
+    def pack(cls, ids: Iterable[str]) -> ChunkIds:
+        blob, offsets = bytearray(), [0]
+        for chunk_id in ids:
+            blob += chunk_id.encode()
+            offsets.append(len(blob))
+        return cls(np.frombuffer(bytes(blob), dtype=np.uint8), np.asarray(offsets, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return bytes(self.blob[int(self.offsets[i]):int(self.offsets[i + 1])]).decode()
+
+
 class KeywordIndex:
-    """A BM25 index over every stored chunk."""
+    """A BM25 index (bm25s, Lucene scoring) over every stored chunk, and the chunk ids in its order.
 
-    def __init__(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> None:
-        self.ids, self.texts, self.metadatas = ids, texts, metadatas
-        self.bm25 = bm25s.BM25()
-        tokens = tokenize(texts) if texts else []
-        if texts:
-            self.bm25.index(tokens, show_progress=False)
-        df: dict[str, int] = {}
-        for doc in tokens:
-            for t in set(doc):
-                df[t] = df.get(t, 0) + 1
+    Built page by page from the store, so building never holds all texts at once; saved to a folder
+    and loaded memory-mapped, so a restart does not rebuild it. Texts and metadata stay in Chroma.
+    """
+
+    K1, B = 1.5, 0.75  # bm25s' defaults
+
+    def __init__(self, bm25: bm25s.BM25, ids: ChunkIds) -> None:
+        self.bm25, self.ids = bm25, ids
+        n = len(ids)
+        df = np.diff(np.asarray(bm25.scores["indptr"]))
         #: How telling each term is (rare terms weigh more); a term seen nowhere gets the maximum.
-        self.idf = {t: math.log(1 + len(texts) / n) for t, n in df.items()}
-        self.max_idf = math.log(1 + max(len(texts), 1))
+        self.idf = {t: math.log(1 + n / int(df[i])) for t, i in bm25.vocab_dict.items() if df[i]}
+        self.max_idf = math.log(1 + max(n, 1))
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        """(chunk index, score) of the best ``k`` chunks with a positive score."""
-        if not self.texts:
+    @classmethod
+    def build(cls, pages: Iterable[tuple[list[str], list[str]]]) -> KeywordIndex:
+        """Index ``(chunk ids, texts)`` pages; memory: the term counts, not the texts."""
+        vocab: dict[str, int] = {}
+        ids: list[str] = []
+        doc_parts, term_parts, tf_parts, lengths = [], [], [], []
+        for page_ids, texts in pages:
+            for doc_tokens in tokenize(list(texts)) if texts else []:
+                counts: dict[int, int] = {}
+                for token in doc_tokens:
+                    tid = vocab.setdefault(token, len(vocab))
+                    counts[tid] = counts.get(tid, 0) + 1
+                doc_parts.append(np.full(len(counts), len(lengths), dtype=np.int32))
+                term_parts.append(np.fromiter(counts.keys(), dtype=np.int32, count=len(counts)))
+                tf_parts.append(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
+                lengths.append(len(doc_tokens))
+            ids += page_ids
+        n_docs, n_vocab = len(lengths), len(vocab)
+        docs = np.concatenate(doc_parts) if doc_parts else np.zeros(0, np.int32)
+        terms = np.concatenate(term_parts) if term_parts else np.zeros(0, np.int32)
+        tf = np.concatenate(tf_parts) if tf_parts else np.zeros(0, np.float32)
+        del doc_parts, term_parts, tf_parts
+        doc_len = np.asarray(lengths, dtype=np.float32)
+        df = np.bincount(terms, minlength=n_vocab)
+        # Lucene BM25, as bm25s.BM25().index() computes it (tests/test_retrieve.py compares them).
+        idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+        norm = cls.K1 * (1 - cls.B + cls.B * doc_len[docs] / max(float(doc_len.mean()) if n_docs else 1.0, 1e-9))
+        scores = idf[terms] * tf / (tf + norm)
+        order = np.argsort(terms, kind="stable")  # column-major (CSC): one slice of documents per term
+        bm25 = bm25s.BM25(k1=cls.K1, b=cls.B, backend="numpy", csc_backend="numpy")
+        bm25.scores = {
+            "data": scores[order].astype(np.float32), "indices": docs[order],
+            "indptr": np.concatenate([[0], np.cumsum(df)]).astype(np.int64), "num_docs": n_docs,
+        }
+        bm25.vocab_dict = vocab
+        bm25.nonoccurrence_array = None
+        return cls(bm25, ChunkIds.pack(ids))
+
+    @classmethod
+    def from_texts(cls, ids: list[str], texts: list[str]) -> KeywordIndex:
+        return cls.build([(ids, texts)])
+
+    def save(self, path: Path, stamp: str) -> None:
+        """Write the index to ``path`` (replaced whole: a crash leaves the old one or none)."""
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.bm25.save(str(tmp), show_progress=False)
+        np.save(tmp / "ids.offsets.npy", self.ids.offsets)
+        (tmp / "ids.bin").write_bytes(bytes(self.ids.blob))
+        # Written last: a folder without it is never loaded.
+        (tmp / "stamp.json").write_text(json.dumps({"stamp": stamp, "chunks": len(self.ids)}))
+        old = path.with_name(f"{path.name}.old-{os.getpid()}-{threading.get_ident()}")
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, path: Path, stamp: str) -> KeywordIndex | None:
+        """The index saved at ``path`` if it was built from the store as it is (``stamp``), else None."""
+        try:
+            saved = json.loads((path / "stamp.json").read_text())
+            if saved.get("stamp") != stamp:
+                return None
+            bm25 = bm25s.BM25.load(str(path), mmap=True)
+            offsets = np.load(path / "ids.offsets.npy", mmap_mode="r")
+            blob = np.memmap(path / "ids.bin", dtype=np.uint8, mode="r") if offsets[-1] else np.zeros(0, np.uint8)
+            index = cls(bm25, ChunkIds(blob, offsets))
+        except (OSError, ValueError, KeyError) as e:
+            if path.exists():
+                log.warning("the saved keyword index in %s cannot be read (%s): building it again", path, e)
+            return None
+        if len(index.ids) != saved["chunks"] or index.bm25.scores["num_docs"] != saved["chunks"]:
+            log.warning("the saved keyword index in %s is incomplete: building it again", path)
+            return None
+        return index
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        """(chunk id, score) of the best ``k`` chunks with a positive score."""
+        if not len(self.ids):
             return []
         terms = [t for t in tokenize([query])[0] if t in self.bm25.vocab_dict]
         if not terms:
             return []
         scores = self.bm25.get_scores(terms)
-        top = np.argsort(-scores)[:k]
-        return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+        top = np.argpartition(-scores, k)[:k] if len(scores) > k else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(self.ids[int(i)], float(scores[i])) for i in top if scores[i] > 0]
 
 
 class HybridRetriever:
@@ -107,34 +219,48 @@ class HybridRetriever:
         index = VectorStoreIndex.from_vector_store(store.vector_store, embed_model=embed_model)
         self._index = index
         self._keywords: KeywordIndex | None = None
-        self._keywords_version = -1
+        self._keywords_stamp: str | None = None
         self._lock = threading.Lock()
         self._rebuilding: threading.Thread | None = None
 
     def keyword_index(self) -> KeywordIndex:
-        """The BM25 index, rebuilt when the store has changed since it was built.
+        """The BM25 index of the store as it is now (its stamp changes on every write, from any process).
 
-        Small collections are rebuilt before the query. Above ``keyword_background_chunks`` the
-        rebuild runs in a background thread (22 s at 100,000 papers) and queries keep the previous
-        index until it is ready: papers just added are found by the dense side meanwhile.
+        At start the saved index is loaded if the store has not changed since it was saved, else it
+        is built and saved. After a write, small collections are rebuilt before the query; above
+        ``keyword_background_chunks`` the rebuild runs in a background thread (seconds to minutes at
+        100,000s of papers) and queries keep the previous index until it is ready: papers just
+        added are found by the dense side meanwhile, and removed ones are skipped.
         """
         with self._lock:
-            version = self.store.version
+            stamp = self.store.stamp()
             if self._keywords is None:
-                self._keywords, self._keywords_version = KeywordIndex(*self.store.chunks()), version
-            elif self._keywords_version != version:
-                if len(self._keywords.ids) < self.settings.keyword_background_chunks:
-                    self._keywords, self._keywords_version = KeywordIndex(*self.store.chunks()), version
+                self._keywords = KeywordIndex.load(self.settings.keyword_path, stamp)
+                if self._keywords is None:
+                    self._keywords = self._build(stamp)
+                self._keywords_stamp = stamp
+            elif self._keywords_stamp != stamp:
+                if len(self._keywords) < self.settings.keyword_background_chunks:
+                    self._keywords, self._keywords_stamp = self._build(stamp), stamp
                 elif self._rebuilding is None or not self._rebuilding.is_alive():
-                    self._rebuilding = threading.Thread(target=self._rebuild, args=(version,), daemon=True,
+                    self._rebuilding = threading.Thread(target=self._rebuild, args=(stamp,), daemon=True,
                                                         name="paperchat-bm25")
                     self._rebuilding.start()
             return self._keywords
 
-    def _rebuild(self, version: int) -> None:
-        index = KeywordIndex(*self.store.chunks())
+    def _build(self, stamp: str) -> KeywordIndex:
+        """Index the store and save the index for the next start."""
+        index = KeywordIndex.build(self.store.chunk_pages())
+        try:
+            index.save(self.settings.keyword_path, stamp)
+        except OSError as e:  # a read-only data dir still answers; the next start rebuilds
+            log.warning("cannot save the keyword index to %s: %s", self.settings.keyword_path, e)
+        return index
+
+    def _rebuild(self, stamp: str) -> None:
+        index = self._build(stamp)
         with self._lock:
-            self._keywords, self._keywords_version = index, version
+            self._keywords, self._keywords_stamp = index, stamp
 
     def dense(self, query: str, k: int) -> list[tuple[str, str, dict[str, Any], float]]:
         """(chunk id, text, metadata, cosine similarity) of the ``k`` nearest chunks."""
@@ -169,9 +295,10 @@ class HybridRetriever:
         for rank, (_, text, meta, cosine) in enumerate(self._unique(self.dense(query, n)), 1):
             hit = add(rank, s.dense_weight, text, meta)
             hit.similarity, hit.dense_rank = cosine, rank
-        keywords = self.keyword_index()
-        ranked = [(keywords.ids[i], keywords.texts[i], keywords.metadatas[i], score)
-                  for i, score in keywords.search(query, n)]
+        found = self.keyword_index().search(query, n)
+        # Texts and metadata live in Chroma; a chunk deleted since the index was built is skipped.
+        chunks = self.store.get_chunks([chunk_id for chunk_id, _ in found])
+        ranked = [(cid, *chunks[cid], score) for cid, score in found if cid in chunks]
         for rank, (_, text, meta, score) in enumerate(self._unique(ranked), 1):
             hit = add(rank, s.bm25_weight, text, meta)
             hit.bm25, hit.bm25_rank = score, rank

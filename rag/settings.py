@@ -150,3 +150,13 @@ class Settings(BaseSettings):
     def chroma_path(self) -> Path:
         """Folder of the embedded Chroma store."""
         return self.data_dir / "chroma"
+
+    @property
+    def keyword_path(self) -> Path:
+        """Folder of the saved BM25 index: beside the embedded store, or in the cache for a server's."""
+        if self.chroma_url:
+            import hashlib
+
+            key = hashlib.sha256(f"{self.chroma_url}\n{self.collection}".encode()).hexdigest()[:16]
+            return self.cache_dir / "keywords" / key
+        return self.data_dir / "keywords" / self.collection

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -32,6 +33,12 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 REBUILD_HINT = "rebuild it with: paperchat rebuild"
+#: Collection metadata: a random value replaced on every write, from any process (the saved
+#: keyword index is valid only for the stamp it was built from).
+STAMP = "paperchat_stamp"
+#: Collection metadata: 2 once every record carries ``title_key`` (stores from before it get it on
+#: their first ingest).
+SCHEMA, SCHEMA_VERSION = "paperchat_schema", 2
 #: Called with (papers done, papers in the file) while a file is ingested.
 ProgressCallback = Callable[[int, int], None]
 
@@ -109,15 +116,14 @@ class Store:
         self.embed_model = embed_model
         self.client = open_client(settings)
         self._open_collection()
-        #: Incremented on every write, so readers know when to rebuild their indexes.
-        self.version = 0
 
     def _open_collection(self) -> None:
         settings, embed_model = self.settings, self.embed_model
         try:
             self.collection = self.client.get_or_create_collection(
                 settings.collection,
-                metadata={"hnsw:space": "cosine", "embedding_model": embed_model.model_name},
+                metadata={"hnsw:space": "cosine", "embedding_model": embed_model.model_name,
+                          STAMP: uuid.uuid4().hex, SCHEMA: SCHEMA_VERSION},
                 # None: Chroma must never embed on its own (its default downloads a model).
                 embedding_function=None,
             )
@@ -147,9 +153,27 @@ class Store:
         return out
 
     def chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-        """All chunk ids, texts and metadata (for the keyword index)."""
+        """All chunk ids, texts and metadata (small collections and tests; see :meth:`chunk_pages`)."""
         got = self._all(include=["documents", "metadatas"])
         return got["ids"], got["documents"], got["metadatas"]
+
+    def chunk_pages(self, page: int = 5000) -> Iterator[tuple[list[str], list[str]]]:
+        """(chunk ids, texts) a page at a time, for building the keyword index."""
+        offset = 0
+        while True:
+            got = self.collection.get(include=["documents"], limit=page, offset=offset)  # type: ignore[list-item]
+            if got["ids"]:
+                yield got["ids"], got["documents"] or []
+            if len(got["ids"]) < page:
+                return
+            offset += page
+
+    def get_chunks(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Text and metadata of the given chunks that exist, by chunk id."""
+        if not ids:
+            return {}
+        got = self.collection.get(ids=ids, include=["documents", "metadatas"])  # type: ignore[list-item]
+        return {i: (doc, dict(meta)) for i, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])}
 
     def _all(self, include: list[str], page: int = 5000) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"ids": [], "documents": [], "metadatas": []}
@@ -163,6 +187,57 @@ class Store:
             if len(got["ids"]) < page:
                 return out
             offset += page
+
+    def _metadata(self) -> dict[str, Any]:
+        """The collection's metadata as stored now (another process may have written since)."""
+        return dict(self.client.get_collection(self.settings.collection, embedding_function=None).metadata or {})
+
+    def stamp(self) -> str:
+        """A value that changes on every write to the collection, by this process or another."""
+        return self._metadata().get(STAMP) or self.touch()
+
+    def touch(self) -> str:
+        """Give the collection a new stamp (before and after every write)."""
+        stamp = uuid.uuid4().hex
+        # Chroma refuses hnsw:* keys in modify() (the distance is fixed at creation and kept).
+        metadata = {k: v for k, v in self._metadata().items() if not k.startswith("hnsw:")}
+        self.collection.modify(metadata={**metadata, STAMP: stamp})
+        return stamp
+
+    def _stored(self, papers: list[Paper]) -> tuple[dict[str, StoredPaper], dict[str, str]]:
+        """The stored papers that share an id or a title with ``papers``: by id, and id by title key."""
+        ids = sorted({p.id for p in papers})
+        keys = sorted({title_key(p.title) for p in papers})
+        got = self.collection.get(
+            where={"$or": [{"paper_id": {"$in": ids}}, {"title_key": {"$in": keys}}]},  # type: ignore[dict-item]
+            include=["metadatas"],  # type: ignore[list-item]
+        )
+        by_id: dict[str, StoredPaper] = {}
+        by_title: dict[str, str] = {}
+        for meta in got["metadatas"] or []:
+            pid = meta["paper_id"]
+            by_id.setdefault(pid, StoredPaper(pid, meta["title"], meta["content_hash"], meta.get("url"),
+                                              meta.get("source", "")))
+            by_title[str(meta.get("title_key"))] = pid
+        return by_id, by_title
+
+    def _add_title_keys(self) -> None:
+        """Give every record of a store from before ``title_key`` existed that field (once)."""
+        metadata = self._metadata()
+        if metadata.get(SCHEMA) == SCHEMA_VERSION:
+            return
+        offset, page = 0, 5000
+        while True:
+            got = self.collection.get(include=["metadatas"], limit=page, offset=offset)  # type: ignore[list-item]
+            if got["ids"]:
+                # update() merges metadata keys, so this adds one field and keeps the rest.
+                self.collection.update(ids=got["ids"], metadatas=[{"title_key": title_key(m["title"])}
+                                                                    for m in got["metadatas"]])
+            if len(got["ids"]) < page:
+                break
+            offset += page
+        metadata = {k: v for k, v in self._metadata().items() if not k.startswith("hnsw:")}
+        self.collection.modify(metadata={**metadata, SCHEMA: SCHEMA_VERSION})
 
     # ----- writing -------------------------------------------------------------------------
     def ingest(
@@ -178,11 +253,13 @@ class Store:
         start = time.perf_counter()
         report = IngestReport(path=path)
         report.papers = sum(1 for _ in iter_papers(path))  # validation pass, nothing written yet
-        stored = self.papers()
-        by_title = {title_key(p.title): p.id for p in stored.values()}
+        self._add_title_keys()
         show = progress if progress is not None else sys.stderr.isatty()
+        # Memory stays flat however big the file: one batch of papers at a time, and what is stored
+        # is looked up per batch in Chroma rather than held for the whole collection.
         with tqdm(total=report.papers, desc=f"ingest {path.name}", unit="paper", disable=not show) as bar:
             for batch in _batched(iter_papers(path), self.settings.ingest_batch):
+                stored, by_title = self._stored(batch)
                 todo: list[Paper] = []
                 stale: set[str] = set()
                 for paper in batch:
@@ -201,11 +278,6 @@ class Store:
                 if todo:
                     report.chunks += self._write(todo, stale, source=path.name)
                     report.replaced_ids += sorted(stale)
-                    for old_id in stale:
-                        by_title.pop(title_key(stored.pop(old_id).title), None)
-                    for paper in todo:
-                        stored[paper.id] = StoredPaper(paper.id, paper.title, paper.content_hash, paper.url, path.name)
-                        by_title[title_key(paper.title)] = paper.id
                 bar.update(len(batch))
                 if on_progress is not None:
                     on_progress(report.added + report.replaced + report.unchanged, report.papers)
@@ -217,8 +289,8 @@ class Store:
         for paper in papers:
             for i, chunk in enumerate(chunk_abstract(paper.abstract, self.settings.chunk_words)):
                 metadata: dict[str, Any] = {
-                    "paper_id": paper.id, "title": paper.title, "content_hash": paper.content_hash,
-                    "chunk": i, "source": source,
+                    "paper_id": paper.id, "title": paper.title, "title_key": title_key(paper.title),
+                    "content_hash": paper.content_hash, "chunk": i, "source": source,
                 }
                 if paper.url:
                     metadata["url"] = paper.url
@@ -230,24 +302,27 @@ class Store:
         vectors = self.embed_model.get_text_embedding_batch([n.text for n in nodes])
         for node, vector in zip(nodes, vectors):
             node.embedding = vector
+        # The stamp changes before (a crash mid-write must not leave a saved keyword index looking
+        # current) and after (a reader that indexed during the write must index again).
+        self.touch()
         # Old versions go first: a crash in between leaves the paper missing, and a rerun adds it.
         if stale:
             self.collection.delete(where={"paper_id": {"$in": sorted(set(stale))}})
         self.vector_store.add(nodes)
-        self.version += 1
+        self.touch()
         return len(nodes)
 
     def remove(self, paper_ids: list[str]) -> None:
         """Delete papers by id."""
         if paper_ids:
+            self.touch()
             self.collection.delete(where={"paper_id": {"$in": list(paper_ids)}})
-            self.version += 1
+            self.touch()
 
     def clear(self) -> None:
         """Delete the whole collection and start an empty one."""
         self.client.delete_collection(self.settings.collection)
         self._open_collection()
-        self.version += 1
 
 
 def ingest_files(

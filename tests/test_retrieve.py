@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+import bm25s
+import numpy as np
+import pytest
+
+from rag.corpus import load_papers
 from rag.retrieve import KeywordIndex, content_terms, tokenize
+from rag.settings import DEFAULT_CORPUS
+from rag.store import Store
 
 
 def test_hits_carry_paper_fields_and_fused_scores(make_engine):
@@ -15,8 +22,8 @@ def test_hits_carry_paper_fields_and_fused_scores(make_engine):
 
 
 def test_keyword_side_finds_rare_terms():
-    index = KeywordIndex(["a", "b"], ["mllm-NPU runs on NPUs", "GPUs run kernels"], [{}, {}])
-    assert index.search("Which paper uses phone NPUs?", 2)[0][0] == 0
+    index = KeywordIndex.from_texts(["a", "b"], ["mllm-NPU runs on NPUs", "GPUs run kernels"])
+    assert index.search("Which paper uses phone NPUs?", 2)[0][0] == "a"
     assert index.search("zebra", 2) == []
     assert tokenize(["NPUs and GPUs"]) == [["npu", "gpu"]]
     assert "2.2" in content_terms("a 2.2x speedup")
@@ -44,4 +51,61 @@ def test_big_keyword_index_is_rebuilt_in_the_background_after_a_write(make_engin
     retriever._rebuilding.join(timeout=60)
     new = retriever.keyword_index()
     assert new is not old and len(new.ids) == 72
-    assert new.metadatas[new.search("zyxwv", 1)[0][0]]["title"] == "Zyxwv Decoding"
+    assert engine.retrieve("zyxwv", k=1)[0].title == "Zyxwv Decoding"
+
+
+def test_streamed_build_scores_like_bm25s_own_index():
+    papers = load_papers(DEFAULT_CORPUS)
+    ids, texts = [p.id for p in papers], [f"{p.title}\n{p.abstract}" for p in papers]
+    ours = KeywordIndex.build([(ids[:20], texts[:20]), (ids[20:50], texts[20:50]), (ids[50:], texts[50:])])
+    reference = bm25s.BM25()
+    reference.index(tokenize(texts), show_progress=False)
+    for question in ("speed up prefill with chunking", "KV cache compression for long context", "LoRA adapters"):
+        terms = [t for t in tokenize([question])[0] if t in reference.vocab_dict]
+        assert terms
+        assert np.allclose(ours.bm25.get_scores(terms), reference.get_scores(terms), atol=1e-5)
+    assert list(ours.ids) == ids
+
+
+def test_saved_keyword_index_is_loaded_at_start_and_dropped_after_any_write(make_engine, tmp_path, monkeypatch):
+    engine = make_engine()
+    first = engine.retrieve("chunked prefill", k=3)
+    builds = []
+    real_build = KeywordIndex.build.__func__
+    monkeypatch.setattr(KeywordIndex, "build", classmethod(lambda cls, pages: builds.append(1) or real_build(cls, pages)))
+    again = make_engine()  # a restart: the saved index is current
+    assert [h.paper_id for h in again.retrieve("chunked prefill", k=3)] == [h.paper_id for h in first]
+    assert builds == []
+    # Another process writes to the store: the saved index is stale, and this one notices too.
+    other = Store(engine.settings, engine.embed_model)
+    path = tmp_path / "z.jsonl"
+    path.write_text('{"title": "Zebrafish Attention", "abstract": "Attention heads modelled on zebrafish vision."}\n')
+    other.ingest(path)
+    assert again.retrieve("zebrafish", k=1)[0].title == "Zebrafish Attention"
+    assert builds == [1]
+    make_engine().retrieve("zebrafish", k=1)
+    assert builds == [1]  # ... and saved it for the next start
+
+
+def test_unreadable_saved_index_is_rebuilt(make_engine, caplog):
+    engine = make_engine()
+    engine.retrieve("chunked prefill")
+    saved = engine.settings.keyword_path
+    (saved / "ids.offsets.npy").write_bytes(b"garbage")
+    again = make_engine()
+    assert again.retrieve("chunked prefill")[0].paper_id == engine.retrieve("chunked prefill")[0].paper_id
+    assert "cannot be read" in caplog.text
+
+
+def test_removed_papers_are_not_returned_by_a_stale_keyword_index(make_engine):
+    engine = make_engine(keyword_background_chunks=10)
+    top = engine.retrieve("chunked prefill", k=1)[0]
+    engine.store.remove([top.paper_id])
+    # The index is rebuilt in the background; meanwhile the removed paper must not come back.
+    assert top.paper_id not in {h.paper_id for h in engine.retrieve("chunked prefill", k=5)}
+
+
+@pytest.mark.parametrize("query", ["", "the of and", "zzzz qqqq"])
+def test_keyword_search_without_known_terms_is_empty(query):
+    assert KeywordIndex.from_texts(["a"], ["chunked prefill"]).search(query, 3) == []
+    assert KeywordIndex.from_texts([], []).search("prefill", 3) == []

@@ -109,3 +109,23 @@ def test_folder_without_a_store_says_how_to_rebuild(settings, embed):
     (settings.chroma_path / "stray.txt").write_text("x")
     with pytest.raises(StoreError, match="paperchat rebuild"):
         Store(settings, embed)
+
+
+def test_store_from_before_title_keys_still_replaces_by_title(settings, embed, tmp_path):
+    from rag.store import SCHEMA
+
+    store = Store(settings, embed)
+    store.ingest(DEFAULT_CORPUS)
+    # Make it look like a store written by an older paperchat: no title_key, no schema mark.
+    ids, _, metas = store.chunks()
+    store.collection.update(ids=ids, metadatas=[{**m, "title_key": None} for m in metas])
+    meta = {k: v for k, v in store._metadata().items() if not k.startswith("hnsw:") and k != SCHEMA}
+    store.collection.modify(metadata=meta)
+    original = DEFAULT_CORPUS.read_text().splitlines()
+    original[3] += " We also release the code."
+    path = tmp_path / "changed.txt"
+    path.write_text("\n".join(original))
+    report = Store(settings, embed).ingest(path)
+    assert (report.replaced, report.added, report.unchanged) == (1, 0, 70)
+    assert len(store.papers()) == 71
+    assert store._metadata()[SCHEMA] == 2
