@@ -296,8 +296,11 @@ class HybridRetriever:
             hit = add(rank, s.dense_weight, text, meta)
             hit.similarity, hit.dense_rank = cosine, rank
         found = self.keyword_index().search(query, n)
-        # Texts and metadata live in Chroma; a chunk deleted since the index was built is skipped.
-        chunks = self.store.get_chunks([chunk_id for chunk_id, _ in found])
+        # Texts and metadata live in Chroma: fetch the chunks of papers the dense side did not
+        # bring (chunk ids are "<paper id>:<n>"). A chunk deleted since the index was built is skipped.
+        chunks = self.store.get_chunks([cid for cid, _ in found if cid.rpartition(":")[0] not in hits])
+        known = {cid: ("", hits[pid].metadata) for cid, _ in found if (pid := cid.rpartition(":")[0]) in hits}
+        chunks.update(known)
         ranked = [(cid, *chunks[cid], score) for cid, score in found if cid in chunks]
         for rank, (_, text, meta, score) in enumerate(self._unique(ranked), 1):
             hit = add(rank, s.bm25_weight, text, meta)

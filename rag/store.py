@@ -152,6 +152,16 @@ class Store:
                 out[pid] = StoredPaper(pid, meta["title"], meta["content_hash"], meta.get("url"), meta.get("source", ""))
         return out
 
+    def paper_count(self) -> int:
+        """Number of papers stored (their first chunks, counted by id only)."""
+        n, offset, page = 0, 0, 20000
+        while True:
+            got = self.collection.get(where={"chunk": 0}, include=[], limit=page, offset=offset)
+            n += len(got["ids"])
+            if len(got["ids"]) < page:
+                return n
+            offset += page
+
     def chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """All chunk ids, texts and metadata (small collections and tests; see :meth:`chunk_pages`)."""
         got = self._all(include=["documents", "metadatas"])
