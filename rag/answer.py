@@ -187,9 +187,10 @@ class Engine:
         paths: Iterable[Path | str],
         progress: bool | None = None,
         on_progress: ProgressCallback | None = None,
+        max_papers: int | None = None,
     ) -> list[IngestReport]:
         """Add collection files to the store (see :meth:`Store.ingest`)."""
-        return ingest_files(self.store, paths, progress=progress, on_progress=on_progress)
+        return ingest_files(self.store, paths, progress=progress, on_progress=on_progress, max_papers=max_papers)
 
     def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
         """The best ``k`` papers for a question."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 
 from .answer import Answer, Engine, QuestionError
@@ -53,7 +54,7 @@ def cmd_ask(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_chat(engine: Engine, args: argparse.Namespace) -> int:
-    print(f"paperchat: {len(engine.store.papers())} papers. Ask a question; an empty line or Ctrl-D quits.")
+    print(f"paperchat: {engine.store.paper_count()} papers. Ask a question; an empty line or Ctrl-D quits.")
     history: list[Message] = []
     while True:
         try:
@@ -74,7 +75,11 @@ def cmd_chat(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
     for report in engine.ingest(args.files, progress=not args.quiet):
         print(report)
-    print(f"the store now holds {len(engine.store.papers())} papers")
+    # Index the keywords now and save them, so the next start loads them instead.
+    start = time.perf_counter()
+    engine.retriever.keyword_index()
+    print(f"keyword index ready in {time.perf_counter() - start:.1f} s")
+    print(f"the store now holds {engine.store.paper_count()} papers")
     return 0
 
 
@@ -136,7 +141,7 @@ def rebuild(settings: Settings, files: Sequence[str]) -> int:
     engine = Engine(settings)  # ingests the default collection into the empty store
     for report in engine.ingest(files, progress=True):
         print(report)
-    print(f"rebuilt {settings.chroma_path}: {len(engine.store.papers())} papers")
+    print(f"rebuilt {settings.chroma_path}: {engine.store.paper_count()} papers")
     return 0
 
 

@@ -123,15 +123,22 @@ class KeywordIndex:
         ids: list[str] = []
         doc_parts, term_parts, tf_parts, lengths = [], [], [], []
         for page_ids, texts in pages:
+            # (document, term, count) triples of one page, kept as compact arrays per page.
+            page_docs: list[int] = []
+            page_terms: list[int] = []
+            page_tfs: list[int] = []
             for doc_tokens in tokenize(list(texts)) if texts else []:
                 counts: dict[int, int] = {}
                 for token in doc_tokens:
                     tid = vocab.setdefault(token, len(vocab))
                     counts[tid] = counts.get(tid, 0) + 1
-                doc_parts.append(np.full(len(counts), len(lengths), dtype=np.int32))
-                term_parts.append(np.fromiter(counts.keys(), dtype=np.int32, count=len(counts)))
-                tf_parts.append(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
+                page_docs += [len(lengths)] * len(counts)
+                page_terms += counts.keys()
+                page_tfs += counts.values()
                 lengths.append(len(doc_tokens))
+            doc_parts.append(np.asarray(page_docs, dtype=np.int32))
+            term_parts.append(np.asarray(page_terms, dtype=np.int32))
+            tf_parts.append(np.asarray(page_tfs, dtype=np.float32))
             ids += page_ids
         n_docs, n_vocab = len(lengths), len(vocab)
         docs = np.concatenate(doc_parts) if doc_parts else np.zeros(0, np.int32)

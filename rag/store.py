@@ -1,8 +1,11 @@
 """The persistent paper store: a Chroma collection written through llama-index.
 
-One Chroma record per chunk (most abstracts are one chunk), with the paper's id, title and
-content hash as metadata. Ingestion is idempotent: unchanged papers are skipped before anything
-is embedded, changed ones are replaced, and a bad file is rejected before any write.
+One Chroma record per chunk (most abstracts are one chunk), with the paper's id, title, title key
+and content hash as metadata. Ingestion is idempotent: unchanged papers are skipped before anything
+is embedded, changed ones are replaced, and a bad file is rejected before any write. It streams:
+each batch of papers is checked against the store by a lookup in Chroma, so memory does not grow
+with the file or the collection. The collection's metadata carries a stamp that every write
+changes (see :meth:`Store.stamp`), which tells a saved keyword index whether it is still current.
 """
 
 from __future__ import annotations
@@ -154,13 +157,7 @@ class Store:
 
     def paper_count(self) -> int:
         """Number of papers stored (their first chunks, counted by id only)."""
-        n, offset, page = 0, 0, 20000
-        while True:
-            got = self.collection.get(where={"chunk": 0}, include=[], limit=page, offset=offset)
-            n += len(got["ids"])
-            if len(got["ids"]) < page:
-                return n
-            offset += page
+        return sum(len(got["ids"]) for got in self._pages(include=[], where={"chunk": 0}, page=20000))
 
     def chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """All chunk ids, texts and metadata (small collections and tests; see :meth:`chunk_pages`)."""
@@ -169,14 +166,8 @@ class Store:
 
     def chunk_pages(self, page: int = 5000) -> Iterator[tuple[list[str], list[str]]]:
         """(chunk ids, texts) a page at a time, for building the keyword index."""
-        offset = 0
-        while True:
-            got = self.collection.get(include=["documents"], limit=page, offset=offset)  # type: ignore[list-item]
-            if got["ids"]:
-                yield got["ids"], got["documents"] or []
-            if len(got["ids"]) < page:
-                return
-            offset += page
+        for got in self._pages(include=["documents"], page=page):
+            yield got["ids"], got["documents"] or []
 
     def get_chunks(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """Text and metadata of the given chunks that exist, by chunk id."""
@@ -185,18 +176,25 @@ class Store:
         got = self.collection.get(ids=ids, include=["documents", "metadatas"])  # type: ignore[list-item]
         return {i: (doc, dict(meta)) for i, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])}
 
-    def _all(self, include: list[str], page: int = 5000) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"ids": [], "documents": [], "metadatas": []}
+    def _pages(self, include: list[str], where: dict[str, Any] | None = None, page: int = 5000) -> Iterator[Any]:
+        """The collection's records (``collection.get`` results) a page at a time."""
         offset = 0
         while True:
-            got = self.collection.get(include=include, limit=page, offset=offset)  # type: ignore[arg-type]
+            got = self.collection.get(include=include, where=where, limit=page, offset=offset)  # type: ignore[arg-type]
+            if got["ids"]:
+                yield got
+            if len(got["ids"]) < page:
+                return
+            offset += page
+
+    def _all(self, include: list[str]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"ids": [], "documents": [], "metadatas": []}
+        for got in self._pages(include):
             out["ids"] += got["ids"]
             for key in ("documents", "metadatas"):
                 if got.get(key):
                     out[key] += got[key]
-            if len(got["ids"]) < page:
-                return out
-            offset += page
+        return out
 
     def _metadata(self) -> dict[str, Any]:
         """The collection's metadata as stored now (another process may have written since)."""
@@ -236,35 +234,39 @@ class Store:
         metadata = self._metadata()
         if metadata.get(SCHEMA) == SCHEMA_VERSION:
             return
-        offset, page = 0, 5000
-        while True:
-            got = self.collection.get(include=["metadatas"], limit=page, offset=offset)  # type: ignore[list-item]
-            if got["ids"]:
-                # update() merges metadata keys, so this adds one field and keeps the rest.
-                self.collection.update(ids=got["ids"], metadatas=[{"title_key": title_key(m["title"])}
-                                                                    for m in got["metadatas"]])
-            if len(got["ids"]) < page:
-                break
-            offset += page
+        for got in self._pages(include=["metadatas"]):
+            # update() merges metadata keys, so this adds one field and keeps the rest.
+            self.collection.update(ids=got["ids"], metadatas=[{"title_key": title_key(m["title"])}
+                                                                for m in got["metadatas"]])
         metadata = {k: v for k, v in self._metadata().items() if not k.startswith("hnsw:")}
         self.collection.modify(metadata={**metadata, SCHEMA: SCHEMA_VERSION})
 
     # ----- writing -------------------------------------------------------------------------
     def ingest(
-        self, path: Path | str, progress: bool | None = None, on_progress: ProgressCallback | None = None
+        self,
+        path: Path | str,
+        progress: bool | None = None,
+        on_progress: ProgressCallback | None = None,
+        max_papers: int | None = None,
     ) -> IngestReport:
         """Add the papers of one collection file; see the module docstring for the rules.
 
-        The whole file is read and checked first: a bad file raises :class:`CorpusError` and
-        leaves the store as it was. ``progress`` shows a progress bar on stderr (default: when it
-        is a terminal); ``on_progress(done, total)`` is called after each batch (the web page's bar).
+        The whole file is read and checked first: a bad file, or one with more than ``max_papers``
+        papers, raises :class:`CorpusError` and leaves the store as it was. ``progress`` shows a
+        progress bar on stderr (default: when it is a terminal); ``on_progress(done, total)`` is
+        called after each batch (the web page's bar).
         """
         path = Path(path)
         start = time.perf_counter()
         report = IngestReport(path=path)
-        report.papers = sum(1 for _ in iter_papers(path))  # validation pass, nothing written yet
-        self._add_title_keys()
         show = progress if progress is not None else sys.stderr.isatty()
+        # The validation pass: nothing is written until the whole file has been read.
+        with tqdm(desc=f"check {path.name}", unit="paper", disable=not show, miniters=1000) as bar:
+            for report.papers, _ in enumerate(iter_papers(path), 1):
+                if max_papers is not None and report.papers > max_papers:
+                    raise CorpusError(path, None, f"holds more than {max_papers} papers")
+                bar.update()
+        self._add_title_keys()
         # Memory stays flat however big the file: one batch of papers at a time, and what is stored
         # is looked up per batch in Chroma rather than held for the whole collection.
         with tqdm(total=report.papers, desc=f"ingest {path.name}", unit="paper", disable=not show) as bar:
@@ -340,6 +342,7 @@ def ingest_files(
     paths: Iterable[Path | str],
     progress: bool | None = None,
     on_progress: ProgressCallback | None = None,
+    max_papers: int | None = None,
 ) -> list[IngestReport]:
     """Ingest several files; every file is checked before the first one is written."""
     paths = [Path(p) for p in paths]
@@ -347,7 +350,7 @@ def ingest_files(
     for path in paths[1:]:
         for _ in iter_papers(path):
             pass
-    return [store.ingest(p, progress=progress, on_progress=on_progress) for p in paths]
+    return [store.ingest(p, progress=progress, on_progress=on_progress, max_papers=max_papers) for p in paths]
 
 
 __all__ = ["CorpusError", "IngestReport", "Store", "StoreError", "StoredPaper", "ingest_files", "open_client"]

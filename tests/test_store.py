@@ -129,3 +129,11 @@ def test_store_from_before_title_keys_still_replaces_by_title(settings, embed, t
     assert (report.replaced, report.added, report.unchanged) == (1, 0, 70)
     assert len(store.papers()) == 71
     assert store._metadata()[SCHEMA] == 2
+
+
+def test_paper_count_counts_papers_not_chunks(tmp_path, embed):
+    store = Store(Settings(data_dir=tmp_path, default_corpus=None, chunk_words=50), embed)
+    long = " ".join(f"Sentence number {i} says something about decoding." for i in range(30))
+    store.ingest(jsonl(tmp_path / "a.jsonl", [{"title": "Long", "abstract": long},
+                                              {"title": "Short", "abstract": "One sentence."}]))
+    assert store.count() > 3 and store.paper_count() == 2 == len(store.papers())

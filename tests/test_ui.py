@@ -158,7 +158,7 @@ def test_uploads_are_bounded_in_size_and_papers(make_engine, tmp_path):
     engine = make_engine(ui_max_upload_papers=1, ui_max_upload_mb=1)
     two = tmp_path / "two.jsonl"
     two.write_text("".join(json.dumps({"title": f"Paper {i}", "abstract": "About decoding."}) + "\n" for i in range(2)))
-    assert "holds 2 papers, more than the page takes (1)" in add_papers(engine, str(two))
+    assert "two.jsonl holds more than 1 papers, the most the page takes" in add_papers(engine, str(two))
     big = tmp_path / "big.txt"
     big.write_bytes(b"x" * (1 << 20) + b"x")
     assert "larger than 1 MB" in add_papers(engine, str(big))

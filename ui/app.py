@@ -15,7 +15,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 
 from rag import ABSTAIN_TEXT, Answer, CorpusError, Engine, LLMError, QuestionError, Settings, StoreError
-from rag.corpus import iter_papers
 from rag.llm import Message
 
 log = logging.getLogger(__name__)
@@ -125,7 +124,7 @@ def respond(
 
 def header_markdown(engine: Engine) -> str:
     """Title and one line about the collection."""
-    n = len(engine.store.papers())
+    n = engine.store.paper_count()
     return (f"# paperchat\nAsk about the **{n} papers** in the collection. Every claim cites its paper; "
             "a question the papers do not answer gets a plain “not in the collection”.")
 
@@ -156,12 +155,12 @@ def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
             progress((done, total), desc=f"Adding {name}", unit="papers")
 
     try:
-        count = sum(1 for _ in iter_papers(file))  # checks the whole file before anything is stored
-        if count > s.ui_max_upload_papers:
-            return (f"⚠️ Nothing was added: {escape(name)} holds {count} papers, more than the page takes "
-                    f"({s.ui_max_upload_papers}); use paperchat ingest.")
-        (report,) = engine.ingest([file], progress=False, on_progress=on_progress)
+        # The whole file is checked (and counted) before anything is stored.
+        (report,) = engine.ingest([file], progress=False, on_progress=on_progress, max_papers=s.ui_max_upload_papers)
     except CorpusError as e:
+        if e.line is None and "holds more than" in e.message:
+            return (f"⚠️ Nothing was added: {escape(name)} {escape(e.message)}, the most the page takes; "
+                    "use paperchat ingest.")
         # The upload's temporary path means nothing to the user: name the file they chose.
         where = f"{name}:{e.line}" if e.line else name
         return f"⚠️ Nothing was added; the collection is unchanged. {escape(where)}: {escape(e.message)}"
