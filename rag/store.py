@@ -42,6 +42,8 @@ STAMP = "paperchat_stamp"
 #: Collection metadata: 2 once every record carries ``title_key`` (stores from before it get it on
 #: their first ingest).
 SCHEMA, SCHEMA_VERSION = "paperchat_schema", 2
+#: Characters Chroma's (Rust) regex syntax needs escaped.
+_REGEX_META = frozenset("\\.+*?()|[]{}^$#&-~")
 #: Called with (papers done, papers in the file) while a file is ingested.
 ProgressCallback = Callable[[int, int], None]
 
@@ -159,6 +161,29 @@ class Store:
         """Number of papers stored (their first chunks, counted by id only)."""
         return sum(len(got["ids"]) for got in self._pages(include=[], where={"chunk": 0}, page=20000))
 
+    def find_papers(self, text: str = "", limit: int = 500) -> tuple[list[StoredPaper], int]:
+        """Up to ``limit`` papers whose title contains ``text`` (any case) or whose id is ``text``,
+        sorted by title, and how many matched. No text: the first ``limit`` papers stored.
+
+        The search runs in Chroma (a regex over the title line of first chunks), so it does not
+        read the whole collection: a paper list stays quick at 100,000s of papers.
+        """
+        text = text.strip()
+        where: dict[str, Any] = {"chunk": 0}
+        if not text:
+            found = self.collection.get(where=where, include=["metadatas"], limit=limit)["metadatas"] or []
+            total = self.paper_count()
+        else:
+            pattern = "(?i)\\A[^\\n]*" + "".join("\\" + c if c in _REGEX_META else c for c in text)
+            found = [m for got in self._pages(["metadatas"], where=where, where_document={"$regex": pattern})
+                     for m in got["metadatas"]]
+            by_id = self.collection.get(where={"$and": [{"paper_id": text}, where]}, include=["metadatas"])
+            found += [m for m in by_id["metadatas"] or [] if m["paper_id"] not in {f["paper_id"] for f in found}]
+            total = len(found)
+        papers = [StoredPaper(m["paper_id"], m["title"], m["content_hash"], m.get("url"), m.get("source", ""))
+                  for m in found]
+        return sorted(papers, key=lambda p: p.title.casefold())[:limit], total
+
     def chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """All chunk ids, texts and metadata (small collections and tests; see :meth:`chunk_pages`)."""
         got = self._all(include=["documents", "metadatas"])
@@ -176,11 +201,15 @@ class Store:
         got = self.collection.get(ids=ids, include=["documents", "metadatas"])  # type: ignore[list-item]
         return {i: (doc, dict(meta)) for i, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])}
 
-    def _pages(self, include: list[str], where: dict[str, Any] | None = None, page: int = 5000) -> Iterator[Any]:
+    def _pages(
+        self, include: list[str], where: dict[str, Any] | None = None, page: int = 5000,
+        where_document: dict[str, Any] | None = None,
+    ) -> Iterator[Any]:
         """The collection's records (``collection.get`` results) a page at a time."""
         offset = 0
         while True:
-            got = self.collection.get(include=include, where=where, limit=page, offset=offset)  # type: ignore[arg-type]
+            got = self.collection.get(include=include, where=where, where_document=where_document,  # type: ignore[arg-type]
+                                      limit=page, offset=offset)
             if got["ids"]:
                 yield got
             if len(got["ids"]) < page:

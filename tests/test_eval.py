@@ -119,3 +119,18 @@ def test_bench_runs_and_reports_its_figures(tmp_path, capsys):
         assert figures[key] > 0, key
     assert figures["reingest_s"] < figures["ingest_s"]
     assert (tmp_path / "bench.png").exists() and (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.integration
+def test_scale_bench_runs_and_reports_its_figures(tmp_path):
+    from eval.scale import main as scale_main
+
+    assert scale_main(["--sizes", "150,300", "--real-max", "150", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "scale.json").read_text())
+    small, big = report["rows"]
+    assert (small["embedding"], big["embedding"]) == ("minilm", "mean-vectors")
+    for key in ("papers_per_s", "ingest_heap_mb", "store_mb", "bm25_mb", "retrieve_s_p50", "rss_mb"):
+        assert small[key] > 0 and big[key] > 0, key
+    assert big["bm25_load_s"] < big["bm25_build_s"]  # the saved index is loaded, not rebuilt
+    assert set(report["extrapolated"]["retrieve_s_p50"]) == {"1000000", "10000000"}
+    assert (tmp_path / "scale.png").exists()

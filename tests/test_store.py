@@ -137,3 +137,19 @@ def test_paper_count_counts_papers_not_chunks(tmp_path, embed):
     store.ingest(jsonl(tmp_path / "a.jsonl", [{"title": "Long", "abstract": long},
                                               {"title": "Short", "abstract": "One sentence."}]))
     assert store.count() > 3 and store.paper_count() == 2 == len(store.papers())
+
+
+def test_find_papers_searches_titles_in_chroma_literally(settings, embed, tmp_path):
+    store = Store(settings, embed)
+    store.ingest(jsonl(tmp_path / "a.jsonl", [
+        {"id": "p1", "title": "C++ Kernels (v2.0) [draft] ^$|#&-~", "abstract": "Fast attention kernels."},
+        {"id": "p2", "title": "Über Decoding", "abstract": "Speculative decoding with C++ kernels."},
+        {"id": "p3", "title": "Plain Paper", "abstract": "Nothing special."},
+    ]))
+    titles = lambda text: [p.title for p in store.find_papers(text)[0]]  # noqa: E731
+    assert titles("c++ kernels (v2.0) [draft] ^$|#&-~") == ["C++ Kernels (v2.0) [draft] ^$|#&-~"]
+    assert titles("c++") == ["C++ Kernels (v2.0) [draft] ^$|#&-~"]  # the abstract's "C++" is not the title
+    assert titles("über") == ["Über Decoding"] and titles("p3") == ["Plain Paper"]
+    assert titles(".*") == [] and titles("kernels\\") == []
+    assert store.find_papers("", limit=2) == (store.find_papers("", limit=2)[0], 3)
+    assert len(store.find_papers("", limit=2)[0]) == 2 and store.find_papers("e")[1] == 3

@@ -130,13 +130,14 @@ def header_markdown(engine: Engine) -> str:
 
 
 def paper_rows(engine: Engine, query: str = "") -> tuple[list[list[str]], str]:
-    """Rows (title, source file, id) of the papers whose title or id contains ``query``, and a count line."""
-    papers = sorted(engine.store.papers().values(), key=lambda p: p.title.casefold())
-    q = query.strip().casefold()
-    found = [p for p in papers if q in p.title.casefold() or q == p.id.casefold()] if q else papers
-    rows = [[p.title, p.source, p.id] for p in found[:MAX_ROWS]]
-    shown = f"{len(found)} of {len(papers)} papers" + (f" match “{escape(query.strip())}”" if q else "")
-    if len(found) > MAX_ROWS:
+    """Rows (title, source file, id) of the papers whose title contains ``query`` (or whose id it is),
+    and a count line."""
+    q = query.strip()
+    found, matched = engine.store.find_papers(q, MAX_ROWS)
+    rows = [[p.title, p.source, p.id] for p in found]
+    total = engine.store.paper_count() if q else matched
+    shown = f"{matched} of {total} papers" + (f" match “{escape(q)}”" if q else "")
+    if matched > MAX_ROWS:
         shown += f"; the first {MAX_ROWS} are listed, search to narrow"
     return rows, shown
 
