@@ -121,6 +121,7 @@ class Store:
         self.embed_model = embed_model
         self.client = open_client(settings)
         self._open_collection()
+        self._count: tuple[str, int] | None = None  # (stamp, papers) of the last paper_count()
 
     def _open_collection(self) -> None:
         settings, embed_model = self.settings, self.embed_model
@@ -158,8 +159,13 @@ class Store:
         return out
 
     def paper_count(self) -> int:
-        """Number of papers stored (their first chunks, counted by id only)."""
-        return sum(len(got["ids"]) for got in self._pages(include=[], where={"chunk": 0}, page=20000))
+        """Number of papers stored (their first chunks, counted by id only; 2 s at 100,000 papers,
+        so the count is kept until the store's stamp changes)."""
+        stamp = self.stamp()
+        if self._count is None or self._count[0] != stamp:
+            n = sum(len(got["ids"]) for got in self._pages(include=[], where={"chunk": 0}, page=20000))
+            self._count = (stamp, n)
+        return self._count[1]
 
     def find_papers(self, text: str = "", limit: int = 500) -> tuple[list[StoredPaper], int]:
         """Up to ``limit`` papers whose title contains ``text`` (any case) or whose id is ``text``,

@@ -137,6 +137,11 @@ def test_paper_count_counts_papers_not_chunks(tmp_path, embed):
     store.ingest(jsonl(tmp_path / "a.jsonl", [{"title": "Long", "abstract": long},
                                               {"title": "Short", "abstract": "One sentence."}]))
     assert store.count() > 3 and store.paper_count() == 2 == len(store.papers())
+    # The count is kept between writes, and a write by another process (another Store) renews it.
+    Store(store.settings, embed).ingest(jsonl(tmp_path / "b.jsonl", [{"title": "Third", "abstract": "More."}]))
+    assert store.paper_count() == 3
+    store.remove([p.id for p in store.papers().values() if p.title == "Third"])
+    assert store.paper_count() == 2
 
 
 def test_find_papers_searches_titles_in_chroma_literally(settings, embed, tmp_path):
