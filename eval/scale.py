@@ -8,7 +8,8 @@ Sizes up to ``--real-max`` are embedded with the real MiniLM model, which sets t
 throughput. Larger ones are embedded as the mean of their sentences' MiniLM vectors (computed once):
 the same vector space at a fraction of the cost, so retrieval can be measured at sizes the real
 model would take hours to embed on 2 cores; their ingestion figures are marked ``mean-vectors``.
-Queries are always embedded by the real model. Results: eval/results/scale.json and scale.png.
+Queries are always embedded by the real model. Results: eval/results/scale.json and scale.png;
+``--sizes 300000 --add`` measures a size on its own and merges it into the saved results.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def measure_one(n: int, mean_vectors: bool, work: Path) -> dict[str, Any]:
+def measure_one(n: int, mean_vectors: bool, work: Path, trace: bool = True) -> dict[str, Any]:
     """Ingest ``n`` synthetic papers into a fresh store and time retrieval (run in its own process)."""
     from rag.embedding import MiniLMEmbedding
     from rag.retrieve import HybridRetriever
@@ -133,14 +134,16 @@ def measure_one(n: int, mean_vectors: bool, work: Path) -> dict[str, Any]:
     # The ingest's Python-side memory (our code, numpy, llama-index), in a second, traced ingest into
     # another store (tracing halves the speed, so it is not the timed one; mean vectors keep it cheap).
     # Chroma's own memory, mostly its HNSW index, is in Rust and shows in the RSS only.
-    traced = Store(Settings(data_dir=work / f"traced-{n}", default_corpus=None), mean)
-    tracemalloc.start()
-    traced.ingest(corpus, progress=False)
-    ingest_heap_mb = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
+    ingest_heap_mb = None
+    if trace:
+        traced = Store(Settings(data_dir=work / f"traced-{n}", default_corpus=None), mean)
+        tracemalloc.start()
+        traced.ingest(corpus, progress=False)
+        ingest_heap_mb = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        tracemalloc.stop()
     return {
         "papers": n, "embedding": "mean-vectors" if mean_vectors else "minilm", "ingest_s": round(ingest_s, 1),
-        "papers_per_s": round(n / ingest_s, 1), "ingest_heap_mb": round(ingest_heap_mb, 1),
+        "papers_per_s": round(n / ingest_s, 1), "ingest_heap_mb": ingest_heap_mb,
         "ingest_rss_mb": round(ingest_rss_mb), "reingest_s": round(reingest_s, 1),
         "paper_count_s": round(count_s, 3), "paper_search_s": round(search_s, 3),
         "store_mb": round(dir_mb(settings.chroma_path), 1), "bm25_mb": round(dir_mb(settings.keyword_path), 1),
@@ -151,7 +154,11 @@ def measure_one(n: int, mean_vectors: bool, work: Path) -> dict[str, Any]:
 
 
 def extrapolate(rows: list[dict[str, Any]], key: str, sizes: list[int]) -> dict[int, float]:
-    """Fit key = a * papers^b on the measured sizes (log-log) and evaluate at ``sizes``."""
+    """Fit key = a * papers^b through the two largest sizes (log-log) and evaluate at ``sizes``.
+
+    The largest sizes, not all: fixed costs (embedding the query, ~5 ms) flatten the small end,
+    and a fit through it would understate the growth."""
+    rows = sorted(rows, key=lambda r: r["papers"])[-2:]
     xs = [math.log(r["papers"]) for r in rows]
     ys = [math.log(max(r[key], 1e-6)) for r in rows]
     b, a = np.polyfit(xs, ys, 1)
@@ -174,7 +181,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     axes[1].set_title("store on disk (MB)")
     axes[2].plot(sizes, [r["rss_mb"] for r in rows], "o-", label="peak RSS (ingest, keyword index, queries)")
     axes[2].plot(sizes, [r.get("ingest_rss_mb", 0) for r in rows], "o--", label="RSS after ingest")
-    axes[2].plot(sizes, [r.get("ingest_heap_mb", 0) for r in rows], "o:", label="ingest Python heap peak")
+    traced = [r for r in rows if r.get("ingest_heap_mb") is not None]
+    axes[2].plot([r["papers"] for r in traced], [r["ingest_heap_mb"] for r in traced], "o:",
+                 label="ingest Python heap peak")
     axes[2].set_title("memory (MB)")
     axes[2].legend()
     for ax in axes:
@@ -189,25 +198,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="paperchat bench --scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated collection sizes")
     parser.add_argument("--real-max", type=int, default=10000, help="largest size embedded with the real model")
+    parser.add_argument("--trace-max", type=int, default=100000,
+                        help="largest size whose ingest is traced again for its Python memory (doubles the time)")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the rows of other sizes already in OUT/scale.json (measure big sizes separately)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size here
     parser.add_argument("--mean-vectors", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-trace", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(measure_one(args.one, args.mean_vectors, args.work)))
+        print(json.dumps(measure_one(args.one, args.mean_vectors, args.work, trace=not args.no_trace)))
         return 0
-    rows = []
+    sizes = [int(x) for x in args.sizes.split(",")]
+    saved = args.out / "scale.json"
+    rows = [r for r in json.loads(saved.read_text())["rows"] if r["papers"] not in sizes] if args.add else []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in [int(x) for x in args.sizes.split(",")]:
+        for n in sizes:
             cmd = [sys.executable, "-m", "eval.scale", "--one", str(n), "--work", tmp]
             if n > args.real_max:
                 cmd.append("--mean-vectors")
+            if n > args.trace_max:
+                cmd.append("--no-trace")
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
             for leftover in Path(tmp).iterdir():
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    rows.sort(key=lambda r: r["papers"])
     report = {"rows": rows}
     if len(rows) >= 2:
         big = [1_000_000, 10_000_000]
@@ -215,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                                   for key in ("retrieve_s_p50", "store_mb", "bm25_build_s", "bm25_load_s")}
         real = [r for r in rows if r["embedding"] == "minilm"]
         if real:
-            rate = real[-1]["papers_per_s"]
+            rate = max(real, key=lambda r: r["papers"])["papers_per_s"]
             report["extrapolated"]["ingest_hours_minilm"] = {s: round(s / rate / 3600, 1) for s in big}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.json").write_text(json.dumps(report, indent=1))

@@ -76,6 +76,8 @@ def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
     for report in engine.ingest(args.files, progress=not args.quiet):
         print(report)
     # Index the keywords now and save them, so the next start loads them instead.
+    if not args.quiet:
+        print("building the keyword index (about 4 minutes per million papers)...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     engine.retriever.keyword_index()
     print(f"keyword index ready in {time.perf_counter() - start:.1f} s")

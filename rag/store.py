@@ -159,11 +159,11 @@ class Store:
         return out
 
     def paper_count(self) -> int:
-        """Number of papers stored (their first chunks, counted by id only; 2 s at 100,000 papers,
+        """Number of papers stored (their first chunks, counted by id only; ~1 s at 100,000 papers,
         so the count is kept until the store's stamp changes)."""
         stamp = self.stamp()
         if self._count is None or self._count[0] != stamp:
-            n = sum(len(got["ids"]) for got in self._pages(include=[], where={"chunk": 0}, page=20000))
+            n = sum(len(got["ids"]) for got in self._pages(include=[], where={"chunk": 0}, page=100_000))
             self._count = (stamp, n)
         return self._count[1]
 

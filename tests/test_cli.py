@@ -48,3 +48,20 @@ def test_eval_and_bench_commands_reach_their_parsers(capsys):
         assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "usage: paperchat eval" in out and "usage: paperchat bench" in out
+
+
+def test_ingest_command_reports_and_leaves_a_saved_keyword_index(make_engine, tmp_path, capsys):
+    import argparse
+    import json
+
+    from rag.cli import cmd_ingest
+    from rag.retrieve import KeywordIndex
+
+    engine = make_engine()
+    path = tmp_path / "new.jsonl"
+    path.write_text(json.dumps({"title": "Zyxwv Decoding", "abstract": "Zyxwv decodes tokens in parallel."}) + "\n")
+    assert cmd_ingest(engine, argparse.Namespace(files=[str(path)], quiet=True)) == 0
+    out = capsys.readouterr().out
+    assert "1 papers: 1 added" in out and "the store now holds 72 papers" in out
+    saved = KeywordIndex.load(engine.settings.keyword_path, engine.store.stamp())  # current: the next start loads it
+    assert saved is not None and len(saved) == 72
