@@ -313,7 +313,7 @@ class Engine:
         and the best word support any sentence gives the question."""
         sentences, vectors = self._sentences(hit)
         terms = content_terms(question)
-        weights = self.retriever.keyword_index()
+        weights = self.retriever.term_weights()
         supports = np.array([support(terms, x, weights) for x in sentences])
         scores = vectors @ self._query_vector(question) + 0.5 * supports
         keep = sorted(np.argsort(scores)[::-1][:k])
@@ -384,7 +384,7 @@ class Engine:
         if max((h.similarity or 0.0) for h in hits) >= self.settings.min_similarity:
             return True
         terms = content_terms(question)
-        weights = self.retriever.keyword_index()
+        weights = self.retriever.term_weights()
         for h in hits:
             text = f"{h.title} {h.text}"
             # One shared rare word ("capital" in "capitalizes") is not a topic match.
@@ -442,7 +442,7 @@ class Engine:
         if prompts.REFUSAL_SENTINEL in raw.upper() or not raw.strip():
             yield finish(prompts.ABSTAIN_TEXT, [], "model")
             return
-        text, citations = attribute(raw, sources, self.retriever.keyword_index())
+        text, citations = attribute(raw, sources, self.retriever.term_weights())
         if not citations:
             yield finish(prompts.ABSTAIN_TEXT, [], "unsupported")
             return

@@ -255,6 +255,11 @@ class HybridRetriever:
                     self._rebuilding.start()
             return self._keywords
 
+    def term_weights(self) -> KeywordIndex:
+        """The keyword index as of the last check, for term rarity (idf) within one question:
+        ``retrieve`` has just checked the store's stamp, so no second read is needed."""
+        return self._keywords if self._keywords is not None else self.keyword_index()
+
     def _build(self, stamp: str) -> KeywordIndex:
         """Index the store and save the index for the next start."""
         index = KeywordIndex.build(self.store.chunk_pages())

@@ -62,6 +62,11 @@ class StoredPaper:
     url: str | None = None
     source: str = ""  # the name of the file it was ingested from
 
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> StoredPaper:
+        """The paper a chunk's metadata describes."""
+        return cls(meta["paper_id"], meta["title"], meta["content_hash"], meta.get("url"), meta.get("source", ""))
+
 
 @dataclass
 class IngestReport:
@@ -155,7 +160,7 @@ class Store:
         for meta in self._all(include=["metadatas"])["metadatas"]:
             pid = meta["paper_id"]
             if pid not in out:
-                out[pid] = StoredPaper(pid, meta["title"], meta["content_hash"], meta.get("url"), meta.get("source", ""))
+                out[pid] = StoredPaper.from_metadata(meta)
         return out
 
     def paper_count(self) -> int:
@@ -184,10 +189,10 @@ class Store:
             found = [m for got in self._pages(["metadatas"], where=where, where_document={"$regex": pattern})
                      for m in got["metadatas"]]
             by_id = self.collection.get(where={"$and": [{"paper_id": text}, where]}, include=["metadatas"])
-            found += [m for m in by_id["metadatas"] or [] if m["paper_id"] not in {f["paper_id"] for f in found}]
+            titled = {m["paper_id"] for m in found}
+            found += [m for m in by_id["metadatas"] or [] if m["paper_id"] not in titled]
             total = len(found)
-        papers = [StoredPaper(m["paper_id"], m["title"], m["content_hash"], m.get("url"), m.get("source", ""))
-                  for m in found]
+        papers = [StoredPaper.from_metadata(m) for m in found]
         return sorted(papers, key=lambda p: p.title.casefold())[:limit], total
 
     def chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
@@ -242,10 +247,14 @@ class Store:
     def touch(self) -> str:
         """Give the collection a new stamp (before and after every write)."""
         stamp = uuid.uuid4().hex
+        self._update_metadata({STAMP: stamp})
+        return stamp
+
+    def _update_metadata(self, updates: dict[str, Any]) -> None:
+        """Set keys of the collection's metadata, keeping the others."""
         # Chroma refuses hnsw:* keys in modify() (the distance is fixed at creation and kept).
         metadata = {k: v for k, v in self._metadata().items() if not k.startswith("hnsw:")}
-        self.collection.modify(metadata={**metadata, STAMP: stamp})
-        return stamp
+        self.collection.modify(metadata={**metadata, **updates})
 
     def _stored(self, papers: list[Paper]) -> tuple[dict[str, StoredPaper], dict[str, str]]:
         """The stored papers that share an id or a title with ``papers``: by id, and id by title key."""
@@ -258,23 +267,19 @@ class Store:
         by_id: dict[str, StoredPaper] = {}
         by_title: dict[str, str] = {}
         for meta in got["metadatas"] or []:
-            pid = meta["paper_id"]
-            by_id.setdefault(pid, StoredPaper(pid, meta["title"], meta["content_hash"], meta.get("url"),
-                                              meta.get("source", "")))
-            by_title[str(meta.get("title_key"))] = pid
+            paper = by_id.setdefault(meta["paper_id"], StoredPaper.from_metadata(meta))
+            by_title[str(meta.get("title_key"))] = paper.id
         return by_id, by_title
 
     def _add_title_keys(self) -> None:
         """Give every record of a store from before ``title_key`` existed that field (once)."""
-        metadata = self._metadata()
-        if metadata.get(SCHEMA) == SCHEMA_VERSION:
+        if self._metadata().get(SCHEMA) == SCHEMA_VERSION:
             return
         for got in self._pages(include=["metadatas"]):
             # update() merges metadata keys, so this adds one field and keeps the rest.
             self.collection.update(ids=got["ids"], metadatas=[{"title_key": title_key(m["title"])}
                                                                 for m in got["metadatas"]])
-        metadata = {k: v for k, v in self._metadata().items() if not k.startswith("hnsw:")}
-        self.collection.modify(metadata={**metadata, SCHEMA: SCHEMA_VERSION})
+        self._update_metadata({SCHEMA: SCHEMA_VERSION})
 
     # ----- writing -------------------------------------------------------------------------
     def ingest(
@@ -295,12 +300,7 @@ class Store:
         start = time.perf_counter()
         report = IngestReport(path=path)
         show = progress if progress is not None else sys.stderr.isatty()
-        # The validation pass: nothing is written until the whole file has been read.
-        with tqdm(desc=f"check {path.name}", unit="paper", disable=not show, miniters=1000) as bar:
-            for report.papers, _ in enumerate(iter_papers(path), 1):
-                if max_papers is not None and report.papers > max_papers:
-                    raise CorpusError(path, None, f"holds more than {max_papers} papers")
-                bar.update()
+        report.papers = check_file(path, max_papers, show)  # nothing is written until the whole file is read
         self._add_title_keys()
         # Memory stays flat however big the file: one batch of papers at a time, and what is stored
         # is looked up per batch in Chroma rather than held for the whole collection.
@@ -372,6 +372,18 @@ class Store:
         self._open_collection()
 
 
+def check_file(path: Path, max_papers: int | None = None, progress: bool = False) -> int:
+    """Read a whole collection file and count its papers; a bad file, or one with more than
+    ``max_papers`` papers, raises :class:`CorpusError`."""
+    n = 0
+    with tqdm(desc=f"check {path.name}", unit="paper", disable=not progress, miniters=1000) as bar:
+        for n, _ in enumerate(iter_papers(path), 1):
+            if max_papers is not None and n > max_papers:
+                raise CorpusError(path, None, f"holds more than {max_papers} papers")
+            bar.update()
+    return n
+
+
 def ingest_files(
     store: Store,
     paths: Iterable[Path | str],
@@ -383,9 +395,8 @@ def ingest_files(
     paths = [Path(p) for p in paths]
     # Store.ingest checks its own file before writing: only the files after the first need a pass here.
     for path in paths[1:]:
-        for _ in iter_papers(path):
-            pass
+        check_file(path, max_papers)
     return [store.ingest(p, progress=progress, on_progress=on_progress, max_papers=max_papers) for p in paths]
 
 
-__all__ = ["CorpusError", "IngestReport", "Store", "StoreError", "StoredPaper", "ingest_files", "open_client"]
+__all__ = ["CorpusError", "IngestReport", "Store", "StoreError", "StoredPaper", "check_file", "ingest_files", "open_client"]

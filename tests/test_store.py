@@ -78,6 +78,10 @@ def test_bad_file_leaves_the_store_untouched(settings, embed, tmp_path):
         ingest_files(store, [good, bad])
     assert err.value.line == 2 and "bad.jsonl" in str(err.value)
     assert snapshot(store) == before  # the good file was not written either
+    two = jsonl(tmp_path / "two.jsonl", [{"title": f"Paper {i}", "abstract": "About decoding."} for i in range(2)])
+    with pytest.raises(CorpusError, match="holds more than 1 papers"):
+        ingest_files(store, [good, two], max_papers=1)
+    assert snapshot(store) == before  # a file over the limit is found before the first file is written
 
 
 def test_store_remembers_its_embedding_model(settings, embed):
