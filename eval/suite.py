@@ -349,11 +349,17 @@ def check(rows: list[dict[str, Any]]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--chat" in argv:  # the chat-style questions on their dev / test split (eval/chat.py)
+        from .chat import main as chat_main
+
+        return chat_main([a for a in argv if a != "--chat"])
     parser = argparse.ArgumentParser(prog="paperchat eval", description=__doc__.splitlines()[0])
     parser.add_argument("--retrieval-only", action="store_true", help="skip the answers (seconds, no LLM)")
     parser.add_argument("--limit", type=int, help="a sample of N questions across types")
     parser.add_argument("--no-baseline", action="store_true", help="answers from our engine only")
     parser.add_argument("--check", action="store_true", help="validate the question set and stop")
+    parser.add_argument("--chat", action="store_true", help="the chat-style questions instead (see eval/chat.py)")
     parser.add_argument("--questions", type=Path, default=QUESTIONS, help="question file (JSONL)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for latest.json, .md and .png")
     args = parser.parse_args(argv)

@@ -134,3 +134,23 @@ def test_scale_bench_runs_and_reports_its_figures(tmp_path):
     assert big["bm25_load_s"] < big["bm25_build_s"]  # the saved index is loaded, not rebuilt
     assert set(report["extrapolated"]["retrieve_s_p50"]) == {"1000000", "10000000"}
     assert (tmp_path / "scale.png").exists()
+
+
+# ----- chat-style questions (eval/chat.py) ------------------------------------------------------
+#: The test split is frozen: nothing is tuned on it, and this hash changes if a row does.
+TEST_SPLIT_SHA256 = "96cec046fda4523e5b30c8af3d48d3b9b73c455cae92f09c8ea8fbf827db2ea0"
+
+
+def test_chat_question_set_is_valid_split_and_frozen():
+    import hashlib
+
+    from eval.chat import STYLES, load_chat_questions
+
+    rows = load_chat_questions()  # raises on a missing title or a key fact not in a gold abstract
+    assert len(rows) >= 200
+    counts = Counter((r["style"], r["split"]) for r in rows)
+    for style in STYLES:  # every style on both sides, split about in half
+        assert counts[style, "dev"] >= 8 and abs(counts[style, "dev"] - counts[style, "test"]) <= 2, style
+    assert len({r["lang"] for r in rows if r["style"] == "non-english"}) >= 4
+    test = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows if r["split"] == "test"]
+    assert hashlib.sha256("\n".join(test).encode()).hexdigest() == TEST_SPLIT_SHA256
