@@ -14,14 +14,28 @@ from typing import Any
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from . import prompts
-from .citations import MIN_SUPPORT, Citation, Source, attribute, support
+from . import grounding, prompts
+from .citations import Citation, Source, attribute, support
 from .corpus import clean_text, split_sentences
-from .llm import LLM, Message, make_llm
-from .retrieve import NAME as _NAME
+from .grounding import Scored
+from .intent import NAME as _NAME
+from .intent import intent, language, mentions, name_forms, paper_names, question_names, spell_out, squash
+from .llm import LLM, LLMError, Message, make_llm
 from .retrieve import Hit, HybridRetriever, content_terms
 from .settings import Settings
 from .store import IngestReport, ProgressCallback, Store, ingest_files
+from .tuning import ELLIPSIS_TERMS, LIST_CANDIDATES, LIST_COVERAGE, LIST_SIMILARITY, RANK_PENALTY
+
+
+@dataclass
+class Plan:
+    """How a question will be answered (see :meth:`Engine.plan`)."""
+
+    kind: str  # "retrieval" / "near-miss" (abstain), "list" / "compare" (written by code), "fact"
+    ranked: list[tuple[Scored, Hit]] = field(default_factory=list)  # every candidate sentence, best first
+    answering: list[tuple[Scored, Hit]] = field(default_factory=list)  # those that answer the question
+    candidates: list[Hit] = field(default_factory=list)
+    written: tuple[str, list[Citation]] | None = None
 
 
 class QuestionError(ValueError):
@@ -40,23 +54,47 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     #: The question as retrieval saw it (rewritten when it was a follow-up).
     standalone_question: str = ""
-    #: Why the engine abstained: "retrieval", "model" or "unsupported"; empty when it answered.
+    #: Why the engine abstained: "retrieval" (nothing relevant retrieved, or a name no paper
+    #: mentions) or "near-miss" (the paper is there, the asked detail is not); empty when it answered.
     abstain_reason: str = ""
+    #: How the answer was written: "model", "quote" (a source sentence, when the model's answer
+    #: failed the checks), "list", "compare" or "identify"; empty for abstentions.
+    written_by: str = ""
+    #: The question's language ("en", "de", ...); non-English questions are answered in English.
+    language: str = "en"
+    #: The source sentence judged to answer best, with its scores (None for lists, comparisons
+    #: and abstentions before evidence was ranked).
+    evidence: Scored | None = None
+
+
+@dataclass
+class Turn:
+    """What a conversation is about after one question: the question in English (as retrieval
+    and the checks see it), the papers it is about, and what it asks for."""
+
+    question: str
+    subject: list[Hit]
+    hits: list[Hit]
+    followup: bool = False
+    focus_question: str = ""  # whose words say what is asked (an ellipsis borrows the previous one's)
+    wants: str = "other"
 
 
 log = logging.getLogger(__name__)
 
+# A question of its own starts with a question word; a fragment ("decoding?") does not.
+_QUESTION_WORD = re.compile(r"^\W*(what|which|how|why|who|whose|where|when|is|are|does|do|did|can|could|any|"
+                            r"tell|explain|describe|list|show|give)\b", re.I)
+# A question that opens like this continues the conversation ("and for decoding?", "what about
+# memory?"); chosen on the dev split's follow-ups, with _REFERS_BACK below.
+_CONTINUES = re.compile(r"^\W*(and|also|so|but|then|ok|what about|how about|same|vs\.?|versus|compared)\b", re.I)
 # Words by which a follow-up refers to the conversation before it.
 _REFERS_BACK = re.compile(r"\b(it|its|it's|they|them|their|theirs|this|that|these|those|he|she|his|her|"
                           r"the (paper|method|model|approach|system|work|technique|authors?|same))\b", re.I)
-# Capitalised words inside a question (Medusa, Mixtral) are names too, for the relevance check.
-_PROPER = re.compile(r"(?<=[a-z,;:] )[A-Z][a-z]{2,}\w*")
-# "Which papers ...?" gets a list written by code (Engine.extract), so does "Which method ...?".
-_LIST = re.compile(r"^\s*(which|what|list( all)?( the)?)\s+(papers|works|studies|articles)\b", re.I)
+# "Which method ...?" is answered by code with the paper whose sentence answers best. Narrower
+# than intent's "which" (not "which model", which may ask for an LLM the paper used).
 _IDENTIFY = re.compile(r"^\s*(which|what)\s+([\w-]+\s+){0,2}?(paper|work|method|system|approach|design|"
                        r"technique|framework|library|algorithm|study)\b(?!s)", re.I)
-#: A paper is listed when its fused score is at least this share of the best paper's.
-LIST_SCORE_RATIO = 0.85
 # A question that asks for several papers, or compares them, keeps all its sources.
 _MANY = re.compile(r"\b(papers|works|methods|systems|approaches|techniques|studies|models|compare[sd]?|"
                    r"comparison|versus|vs\.?|both|differ\w*)\b", re.I)
@@ -175,6 +213,8 @@ class Engine:
         self._llm = llm
         self._llm_lock = threading.Lock()
         self._sentence_cache: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
+        self._translations: dict[str, str] = {}
+        self._cache_lock = threading.Lock()  # the page's users share one engine
         self._last_query: tuple[str, np.ndarray] | None = None
         self._prefill_thread: threading.Thread | None = None
         self._prefill_again = threading.Event()
@@ -326,39 +366,6 @@ class Engine:
             last = self._last_query = (question, np.asarray(self.embed_model.get_query_embedding(question)))
         return last[1]
 
-    def extract(self, question: str, hits: list[Hit]) -> tuple[str, list[Citation]] | None:
-        """An answer written by code, for the questions the model answers worst; None for others.
-
-        "Which papers ...?": every retrieved paper whose fused score is close to the best one and
-        whose abstract supports the question, each with its best sentence. "Which method ...?"
-        when one paper ranks first in both rankings: that paper, with its two best sentences.
-        The model named the wrong one of its sources, or refused, on most such questions
-        (eval/CHANGELOG.md); these answers are quoted from the abstracts, so they are cited exactly.
-        """
-        if not hits:
-            return None
-        if _LIST.search(question):
-            lines: list[str] = []
-            citations: list[Citation] = []
-            for hit in hits[: self.settings.retrieve_k]:
-                if hit.score < LIST_SCORE_RATIO * hits[0].score:
-                    break
-                (quote,), best_support = self._best_sentences(question, hit, 1)
-                if best_support < MIN_SUPPORT:
-                    continue
-                n = len(citations) + 1
-                lines.append(f"- {hit.title}: {quote.rstrip('. ')} [{n}].")
-                citations.append(Citation(n, hit.paper_id, hit.title, quote, hit.url))
-            if not citations:
-                return None
-            return "Papers in the collection that match, best first:\n" + "\n".join(lines), citations
-        if _IDENTIFY.search(question) and self._unanimous(hits[0]):
-            hit = hits[0]
-            quotes, _ = self._best_sentences(question, hit, 2)
-            text = f"{hit.title} [1]. " + " ".join(f"{q.rstrip('. ')} [1]." for q in quotes)
-            return text, [Citation(1, hit.paper_id, hit.title, " ".join(quotes), hit.url)]
-        return None
-
     def _sentences(self, hit: Hit) -> tuple[list[str], np.ndarray]:
         """A passage's sentences and their embeddings, cached: the same papers come back often."""
         key = (hit.paper_id, hit.text)
@@ -371,16 +378,16 @@ class Engine:
                 self._sentence_cache.pop(next(iter(self._sentence_cache)))
         return found
 
-    def relevant(self, question: str, hits: list[Hit]) -> bool:
-        """Whether retrieval found anything worth asking the model about."""
+    def relevant(self, question: str, hits: list[Hit], strict_names: bool = True) -> bool:
+        """Whether retrieval found anything worth answering from. ``strict_names`` False (a
+        translated question) checks only names by form (CamelCase, acronyms, digits): a left-over
+        capitalised German noun is not a name."""
         if not hits:
             return False
-        evidence = " ".join(f"{h.title} {h.text}" for h in hits).casefold()
-        names = _NAME.findall(question) + _PROPER.findall(question)
-        if any(name.casefold() not in evidence for name in names):
+        if self._unknown_name(question, hits, strict_names):
             return False  # the question names something (GPT-5, PagedAttention) no retrieved paper mentions
-        if any(name.casefold() in h.title.casefold() for name in names for h in hits):
-            return True  # "What does DistServe do?": a paper's title names what the question asks about
+        if any(h.named for h in hits):
+            return True  # "What does DistServe do?": the question names a retrieved paper
         if max((h.similarity or 0.0) for h in hits) >= self.settings.min_similarity:
             return True
         terms = content_terms(question)
@@ -392,38 +399,266 @@ class Engine:
                 return True
         return False
 
+    @staticmethod
+    def _unknown_name(question: str, hits: list[Hit], strict_names: bool = True) -> bool:
+        """Whether the question uses a name (of four or more letters: a user's own short acronym,
+        "ODE", may be spelt out in the abstract) that none of ``hits`` mentions."""
+        names = question_names(question) if strict_names else name_forms(question)
+        names = [n for n in names if len(squash(n)) >= 4]
+        if not names:
+            return False
+        text = " ".join(f"{h.title} {h.text}" for h in hits)
+        evidence, squashed = _words_of(text), squash(text)
+
+        def found(name: str) -> bool:
+            # A long name with digits may sit inside a longer one ("Llama-3.1-70B-Instruct").
+            if len(squash(name)) >= 6 and re.search(r"\d", name) and squash(name) in squashed:
+                return True
+            return mentions(name, evidence) or mentions(name.rstrip("s"), evidence)
+
+        return not all(found(n) for n in names)
+
+    # ----- the conversation ------------------------------------------------------------------
+    def english(self, question: str, translate: bool = True) -> tuple[str, str]:
+        """The question in English, and its language. Another language is translated by the model
+        (names and figures kept as written); translations are cached. With ``translate`` False,
+        or when the model fails, a question not translated before is used as written."""
+        lang = language(question)
+        if lang == "en":
+            return question, lang
+        with self._cache_lock:
+            found = self._translations.get(question)
+        if found is None and translate:
+            try:
+                found = self._translate(question)
+            except LLMError as e:  # retrieval, the gate and quotes still work on the original words
+                log.warning("translating the question failed, using it as written: %s", e)
+        return found or question, lang
+
+    def _translate(self, question: str) -> str:
+        messages = [{"role": "system", "content": prompts.TRANSLATE_SYSTEM_PROMPT},
+                    {"role": "user", "content": prompts.TRANSLATE_EXAMPLE},
+                    {"role": "assistant", "content": prompts.TRANSLATE_EXAMPLE_ANSWER},
+                    {"role": "user", "content": question}]
+        out = "".join(self._generate(messages, max_tokens=80)).strip()
+        found = clean_text(out.splitlines()[0] if out else "").strip("\"' ")
+        if len(found) < 5:
+            found = question
+        # Names by their form only (CamelCase, acronyms, digits): in German every noun is capitalised.
+        original = _words_of(question)
+        for name in name_forms(found):  # one the original does not hold was made up
+            if not mentions(name, original):
+                found = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", " ", found)
+        # A name the translation lost would lose the paper: keep every name of the original.
+        lost = [n for n in name_forms(question) if n.casefold() not in found.casefold()]
+        found = clean_text(" ".join([found, *lost]))
+        with self._cache_lock:
+            self._translations[question] = found
+            if len(self._translations) > 1024:
+                self._translations.pop(next(iter(self._translations)), None)
+        return found
+
+    def conversation(self, history: list[Message]) -> Turn | None:
+        """What the conversation is about before the new question: its user questions replayed
+        through :meth:`turn` (retrieval only, ~10 ms each; translations are cached)."""
+        previous: Turn | None = None
+        for m in history[-self.settings.history_turns :] if self.settings.history_turns else []:
+            if m["role"] == "user":  # earlier questions were translated when asked (cached)
+                previous = self.turn(spell_out(self.english(m["content"], translate=False)[0]), previous)
+        return previous
+
+    def turn(self, question: str, previous: Turn | None) -> Turn:
+        """Resolve an English question against the conversation so far: a follow-up that names
+        no paper of its own ("and for decoding?", "does it beat full fine-tuning?") stays with
+        the previous question's papers, and an ellipsis keeps what the previous one asked for."""
+        k = max(self.settings.retrieve_k, self.settings.top_k)
+        hits = self.retriever.retrieve(question, k)
+        named = [h for h in hits if h.named]
+        wanted = intent(question, len(named))
+        focus = grounding.focus_terms(question)
+        if previous is not None and previous.subject and not named:
+            # "and MSG on bert-large?": a name the conversation's paper does not use, but another does.
+            own = _words_of(" ".join(f"{h.title} {h.text}" for h in previous.subject))
+            known = self.retriever.term_weights().known
+            for name in question_names(question):
+                if not mentions(name, own, known):
+                    named = [h for h in hits if mentions(name, _words_of(f"{h.title} {h.text}"), known)][:1]
+                    if named:
+                        named[0].named = True
+                        break
+        # A short question continues the conversation only if it is not a topic of its own: the
+        # conversation's paper is among its hits, or it finds nothing relevant by itself
+        # ("what is speculative decoding?" after a question about CacheBlend starts anew).
+        ids = {h.paper_id for h in previous.subject} if previous is not None else set()
+        short = len(focus) <= ELLIPSIS_TERMS and (
+            not _QUESTION_WORD.search(question)  # a fragment: "decoding?", "on yi-9b?"
+            or any(h.paper_id in ids for h in hits) or not self.relevant(question, hits))
+        if previous is not None and previous.subject and not named and wanted.kind == "fact" and (
+                _CONTINUES.search(question) or _REFERS_BACK.search(question) or short):
+            hits = previous.subject + [h for h in hits if h.paper_id not in ids]
+            elliptic = len(focus) <= ELLIPSIS_TERMS and not _REFERS_BACK.search(question)
+            wants = previous.wants if wanted.wants == "other" and elliptic else wanted.wants
+            aim = f"{question} {previous.focus_question}" if elliptic else question
+            return Turn(question, previous.subject, hits, True, aim, wants)
+        subject = named or hits[:1]
+        return Turn(question, subject, hits, False, question, wanted.wants)
+
+    # ----- evidence ------------------------------------------------------------------------
+    def rank_sentences(self, aim: str, hits: list[Hit], wants: str, others: str = "") -> list[tuple[Scored, Hit]]:
+        """Every sentence of ``hits`` scored for how well it answers ``aim``, best first; a later
+        hit's sentences lose RANK_PENALTY per rank (1.0: retrieval's order decides the paper).
+        Words of the hit's title, and of ``others`` (the other papers of a comparison), are not
+        what is asked."""
+        query = self._query_vector(aim)
+        weights = self.retriever.term_weights()
+        # A misspelt word ("thruput", "cachblend") is read as the collection spells it, before the
+        # paper's own name is taken out of what is asked.
+        asked = frozenset(weights.correct_terms(content_terms(aim)))
+        out: list[tuple[float, Scored, Hit]] = []
+        for rank, hit in enumerate(hits):
+            sentences, vectors = self._sentences(hit)
+            focus = grounding.focus_terms(aim, f"{hit.title} {others}", asked)
+            sims = vectors @ query
+            for sentence, sim in zip(sentences, sims):
+                scored = Scored(sentence, grounding.coverage(focus, sentence, weights), float(sim),
+                                bool(grounding.figures(sentence)), grounding.figure_coverage(focus, sentence, weights))
+                out.append((scored.score(wants) - RANK_PENALTY * rank, scored, hit))
+        out.sort(key=lambda x: -x[0])
+        return [(scored, hit) for _, scored, hit in out]
+
+    def _candidates(self, turn: Turn) -> list[Hit]:
+        """The papers a one-fact answer may come from: the conversation's or the named ones, else
+        the best hits within half the best score."""
+        if turn.followup or any(h.named for h in turn.subject):
+            return turn.subject
+        top = turn.hits[: self.settings.top_k]
+        return [h for h in top if h.score >= 0.5 * top[0].score] if top else []
+
+    # ----- answers written by code ---------------------------------------------------------
+    def list_papers(self, hits: list[Hit], question: str) -> tuple[str, list[Citation]] | None:
+        """"Any papers on X?": every one of ``hits`` whose best sentence is about X, with it."""
+        lines: list[str] = []
+        citations: list[Citation] = []
+        for rank, hit in enumerate(hits):
+            (best, _), *_ = self.rank_sentences(question, [hit], "other")
+            if rank > 0 and not (best.coverage >= LIST_COVERAGE or best.similarity >= LIST_SIMILARITY):
+                continue
+            n = len(citations) + 1
+            lines.append(f"- {hit.title}: {best.text.rstrip('. ')} [{n}].")
+            citations.append(Citation(n, hit.paper_id, hit.title, best.text, hit.url))
+        if not citations:
+            return None
+        return "Papers in the collection on this, best match first:\n" + "\n".join(lines), citations
+
+    def compare(self, turn: Turn) -> tuple[str, list[Citation]] | None:
+        """"A vs B": one row per named paper, each with its sentence that best answers the
+        question, quoted and cited."""
+        papers = [h for h in turn.hits if h.named] or turn.subject
+        if len(papers) < 2:
+            return None
+        rows: list[str] = []
+        citations: list[Citation] = []
+        others = " ".join(h.title for h in papers[:4])
+        for hit in papers[:4]:
+            # Rows are lenient (as for a described paper): a comparison's aspect is often broad
+            # ("how does each ...", "which is faster"), so each paper's best-fitting sentence is shown.
+            found = [sc for sc, _ in self.rank_sentences(turn.focus_question, [hit], turn.wants, others)
+                     if grounding.answers(sc, turn.wants, anchored=False)]
+            if not found:
+                rows.append(f"- {_short_name(hit.title)}: its abstract does not state this.")
+                continue
+            n = len(citations) + 1
+            rows.append(f"- {_short_name(hit.title)} [{n}]: {found[0].text}")
+            citations.append(Citation(n, hit.paper_id, hit.title, found[0].text, hit.url))
+        if not citations:
+            return None
+        return "Side by side, from each paper's abstract:\n" + "\n".join(rows), citations
+
+    def plan(self, english: str, turn: Turn, lang: str = "en") -> Plan:
+        """Decide how to answer, before any model call: abstain (nothing relevant retrieved, or a
+        near miss), a list or comparison written by code, or one fact from the sentences that
+        answer it."""
+        if turn.followup:
+            # "and Medusa?": a name neither the conversation's paper nor any hit mentions.
+            if self._unknown_name(english, turn.hits, strict_names=lang == "en"):
+                return Plan("retrieval")
+        elif not self.relevant(english, turn.hits, strict_names=lang == "en"):
+            return Plan("retrieval")
+        wanted = intent(english, sum(h.named for h in turn.hits))
+        if not turn.followup and wanted.kind == "compare" and (written := self.compare(turn)):
+            return Plan("compare", written=written)
+        if not turn.followup and wanted.kind == "list":
+            hits = self.retriever.retrieve(turn.question, LIST_CANDIDATES)
+            if written := self.list_papers(hits, turn.question):
+                return Plan("list", candidates=hits, written=written)
+        candidates = self._candidates(turn)
+        ranked = self.rank_sentences(turn.focus_question, candidates, turn.wants)
+        if not ranked:
+            return Plan("retrieval")
+        answering = [(sc, h) for sc, h in ranked if grounding.answers(sc, turn.wants, turn.followup or h.named)]
+        return Plan("fact" if answering else "near-miss", ranked, answering, candidates)
+
     def ask_stream(self, question: str, history: list[Message] | None = None) -> Iterator[str | Answer]:
         """Yield the answer's text deltas as the model writes them, then the final :class:`Answer`.
 
         The final answer's text may differ from the streamed text: markers are checked and
-        completed, and a refusal becomes the abstention message.
+        completed, and a refusal, or an answer that fails the checks, is replaced by the quote of
+        the source sentence that answers.
         """
         start = time.perf_counter()
         question = check_question(question, self.settings.max_question_chars)
         history = check_history(history)
         timings: dict[str, float] = {"prompt_tokens": 0, "completion_tokens": 0}
-        standalone = self.condense(question, history)
-        timings["rewrite_s"] = time.perf_counter() - start
+        english, lang = self.english(question)
+        english = spell_out(english)
         t = time.perf_counter()
-        hits = self.retriever.retrieve(standalone, max(self.settings.retrieve_k, self.settings.top_k))
+        turn = self.turn(english, self.conversation(history))
+        hits = turn.hits
         timings["retrieve_s"] = time.perf_counter() - t
+        standalone = turn.question
+        best: Scored | None = None
 
-        def finish(text: str, citations: list[Citation], reason: str = "") -> Answer:
+        def finish(text: str, citations: list[Citation], reason: str = "", by: str = "") -> Answer:
             timings["total_s"] = time.perf_counter() - start
             timings.setdefault("first_token_s", timings["total_s"])
-            return Answer(question, text, citations, bool(reason), hits, timings, standalone, reason)
+            return Answer(question, text, citations, bool(reason), hits, timings, standalone, reason,
+                          "" if reason else by, lang, best)
 
-        if not self.relevant(standalone, hits):
+        plan = self.plan(english, turn, lang)
+        if plan.kind == "list":
+            hits = plan.candidates  # the papers the list was made from
+        if plan.written is not None:
+            yield plan.written[0]
+            yield finish(*plan.written, by=plan.kind)
+            return
+        if plan.kind == "retrieval":
             yield prompts.ABSTAIN_TEXT
             yield finish(prompts.ABSTAIN_TEXT, [], "retrieval")
             return
-        extracted = self.extract(standalone, hits)
-        if extracted is not None:
-            yield extracted[0]
-            yield finish(*extracted)
+        if plan.kind == "near-miss":
+            # The paper is here, what was asked is not. Say so, and what it does say.
+            best, best_hit = plan.ranked[0]
+            text = prompts.NEAR_MISS_TEMPLATE.format(title=best_hit.title, quote=best.text)
+            yield text
+            yield finish(text, [], "near-miss")
             return
+        answering, candidates = plan.answering, plan.candidates
+        best, best_hit = answering[0]
+        anchored = turn.followup or best_hit.named
+        quote_text = prompts.QUOTE_TEMPLATE.format(title=best_hit.title, quote=best.text, n=1)
+        quoted = (quote_text, [Citation(1, best_hit.paper_id, best_hit.title, best.text, best_hit.url)])
+        if turn.wants == "name" and _IDENTIFY.search(english) and not turn.followup:
+            # "Which system ...?": the answer is the paper, with its sentence that fits best.
+            text = f"{best_hit.title} [1]: {best.text}"
+            yield text
+            yield finish(text, quoted[1], by="identify")
+            return
+        if turn.followup:
+            standalone = self.condense(english, history) if _REFERS_BACK.search(english) else \
+                f"{english} (about {_short_name(best_hit.title)})"
         t = time.perf_counter()
-        sources = self.select_sources(standalone, hits)
+        ordered = [best_hit, *[h for h in candidates if h.paper_id != best_hit.paper_id]]
+        sources = self.select_sources(standalone, ordered)
         messages = answer_messages(sources, standalone)
         timings["select_s"] = time.perf_counter() - t
         raw = ""
@@ -439,14 +674,32 @@ class Engine:
             yield raw[emitted:]
             emitted = len(raw)
         timings.update(self.llm.usage)
-        if prompts.REFUSAL_SENTINEL in raw.upper() or not raw.strip():
-            yield finish(prompts.ABSTAIN_TEXT, [], "model")
+        refused = prompts.REFUSAL_SENTINEL in raw.upper() or not raw.strip()
+        text, citations = ("", []) if refused else attribute(raw, sources, self.retriever.term_weights())
+        if citations and self.answers_question(text, standalone, turn, [sc for sc, _ in answering]):
+            if not anchored and not any(mentions(text, paper_names(c.title)) for c in citations):
+                # The question described its paper without naming it: say which paper it is.
+                text = f"\u201c{citations[0].title}\u201d: {text}"
+            if turn.wants == "figure" and grounding.figures(best.text) - grounding.figures(text):
+                # The model gave another of the paper's figures, or only some: the sentence that
+                # answers is quoted too, so the exact figures are there to check.
+                text, citations = _with_quote(text, citations, best, best_hit)
+            yield finish(text, citations, by="model")
             return
-        text, citations = attribute(raw, sources, self.retriever.term_weights())
-        if not citations:
-            yield finish(prompts.ABSTAIN_TEXT, [], "unsupported")
-            return
-        yield finish(text, citations)
+        # The model refused, echoed the question, or restated a sentence about something else:
+        # the source sentence that does answer is quoted instead.
+        yield finish(*quoted, by="quote")
+
+    def answers_question(self, text: str, question: str, turn: Turn, answering: list[Scored]) -> bool:
+        """The checks on a model's answer: it says more than the question, carries what was asked,
+        and a figure it gives comes from a source sentence that answers the question."""
+        subject = " ".join(h.title for h in turn.subject)
+        if grounding.is_echo(text, question, subject) or not grounding.carries(text, turn.wants, question):
+            return False
+        if turn.wants == "figure":
+            new = grounding.figures(text) - grounding.figures(question)
+            return any(new & grounding.figures(sc.text) for sc in answering)
+        return True
 
     def ask(self, question: str, history: list[Message] | None = None) -> Answer:
         """Answer a question (see :meth:`ask_stream`)."""
@@ -454,3 +707,28 @@ class Engine:
             if isinstance(item, Answer):
                 return item
         raise AssertionError("ask_stream ended without an answer")
+
+
+def _with_quote(text: str, citations: list[Citation], quote: Scored, hit: Hit) -> tuple[str, list[Citation]]:
+    """The answer with a source sentence quoted after it, cited (a new number if its paper is not
+    cited yet)."""
+    cite = next((c for c in citations if c.paper_id == hit.paper_id), None)
+    if cite is None:
+        cite = Citation(len(citations) + 1, hit.paper_id, hit.title, quote.text, hit.url)
+        citations = [*citations, cite]
+    return f"{text} The abstract says: \u201c{quote.text}\u201d [{cite.n}]", citations
+
+
+def _words_of(text: str) -> set[str]:
+    """The squashed words and adjacent word pairs of a text, for :func:`mentions`."""
+    words = re.findall(r"[\w.]+(?:-[\w.]+)*", text)
+    parts = [p for w in words for p in w.split("-")]
+    grams = {squash(w) for w in words + parts} | {squash(a + b) for a, b in zip(words, words[1:])}
+    grams.discard("")
+    return grams
+
+
+def _short_name(title: str) -> str:
+    """How a paper is called in a sentence: its name before the colon, else its title."""
+    head, colon, _ = title.partition(":")
+    return head if colon and len(head.split()) <= 4 else title

@@ -15,12 +15,9 @@ from typing import Protocol
 
 from .corpus import split_sentences
 from .retrieve import content_terms
+from .tuning import MIN_SUPPORT, SUPPORT_MARGIN
 
 _MARKER = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-# A sentence must share at least this share of its content words with a source to be attributed.
-MIN_SUPPORT = 0.4
-# A model-written marker is kept when its source's support is within this margin of the best.
-SUPPORT_MARGIN = 0.2
 
 
 @dataclass

@@ -11,7 +11,7 @@ import json
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,19 +88,25 @@ def chunk_abstract(abstract: str, max_words: int) -> list[str]:
     """
     if len(abstract.split()) <= max_words:
         return [abstract]
-    chunks: list[str] = []
+    return pack_sentences(split_sentences(abstract), max_words, lambda s: len(s.split()))
+
+
+def pack_sentences(sentences: list[str], budget: int, size: Callable[[str], int]) -> list[str]:
+    """Join consecutive sentences into pieces of at most ``budget`` (as ``size`` counts; a single
+    longer sentence stays whole)."""
+    pieces: list[str] = []
     current: list[str] = []
-    words = 0
-    for sentence in split_sentences(abstract):
-        n = len(sentence.split())
-        if current and words + n > max_words:
-            chunks.append(" ".join(current))
-            current, words = [], 0
+    used = 0
+    for sentence in sentences:
+        n = size(sentence)
+        if current and used + n > budget:
+            pieces.append(" ".join(current))
+            current, used = [], 0
         current.append(sentence)
-        words += n
+        used += n
     if current:
-        chunks.append(" ".join(current))
-    return chunks
+        pieces.append(" ".join(current))
+    return pieces
 
 
 def _make_paper(

@@ -18,6 +18,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
+from .corpus import pack_sentences, split_sentences
 from .settings import PACKAGE_DATA
 
 MODEL_NAME = "all-MiniLM-L6-v2-int8"
@@ -54,13 +55,18 @@ class MiniLMEmbedding(BaseEmbedding):
     """Mean-pooled, L2-normalised all-MiniLM-L6-v2 sentence embeddings (384 dimensions)."""
 
     threads: int = 2
+    #: Embed stored texts longer than the model reads as the mean of windows (see embed_documents).
+    whole_text: bool = True
     _session: Any = PrivateAttr()
     _tokenizer: Any = PrivateAttr()
 
-    def __init__(self, threads: int = 2, embed_batch_size: int = 4, **kwargs: Any) -> None:
+    def __init__(self, threads: int = 2, embed_batch_size: int = 4, whole_text: bool = True, **kwargs: Any) -> None:
         # Batches of 4: ingesting the 71 papers peaks at ~0.5 GB instead of 1.5 GB with 32 (onnxruntime
         # keeps its largest buffers), and is no slower since short batches pad less (eval/CHANGELOG.md).
-        super().__init__(model_name=MODEL_NAME, embed_batch_size=embed_batch_size, threads=threads, **kwargs)
+        # The name is stored with the collection: vectors of whole texts and of truncated ones
+        # must not be mixed in one store (it then asks for `paperchat rebuild`).
+        super().__init__(model_name=MODEL_NAME + ("-windows" if whole_text else ""), embed_batch_size=embed_batch_size,
+                         threads=threads, whole_text=whole_text, **kwargs)
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -105,8 +111,37 @@ class MiniLMEmbedding(BaseEmbedding):
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return self._get_query_embedding(query)
 
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        """Embed stored texts whole: a text longer than the model reads (256 word pieces; two thirds
+        of the bundled title+abstracts are) is split into windows of whole sentences, each with the
+        text's first line (the title), and its vector is the normalised mean of theirs. Queries and
+        short texts are embedded as they are."""
+        pieces: list[str] = []
+        owner: list[int] = []
+        for i, text in enumerate(texts):
+            windows = self._windows(text) if self.whole_text else [text]
+            pieces += windows
+            owner += [i] * len(windows)
+        vectors = self.embed(pieces)
+        out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
+        np.add.at(out, np.asarray(owner, dtype=np.int64), vectors)
+        return out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+
+    def _windows(self, text: str) -> list[str]:
+        """The text as windows of whole sentences that each fit the model, the title line first."""
+        count = self._tokenizer.encode(text).ids  # truncated at MAX_TOKENS
+        if len(count) < MAX_TOKENS:
+            return [text]
+        head, _, body = text.partition("\n")
+        if not body:
+            head, body = "", text
+        budget = MAX_TOKENS - 2 - len(self._tokenizer.encode(head, add_special_tokens=False).ids)
+        windows = pack_sentences(split_sentences(body), budget,
+                                 lambda s: len(self._tokenizer.encode(s, add_special_tokens=False).ids))
+        return [f"{head}\n{w}" if head else w for w in windows]
+
     def _get_text_embedding(self, text: str) -> list[float]:
-        return self.embed([text])[0].tolist()
+        return self.embed_documents([text])[0].tolist()
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self.embed(texts).tolist()
+        return self.embed_documents(texts).tolist()

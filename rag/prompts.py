@@ -52,3 +52,19 @@ CONDENSE_EXAMPLE = CONDENSE_TEMPLATE.format(
     question="Does it work on GPUs?",
 )
 CONDENSE_EXAMPLE_ANSWER = "Does LeafNet work on GPUs?"
+
+TRANSLATE_SYSTEM_PROMPT = (
+    "Translate the user's question into English. Keep names, numbers and technical terms exactly as "
+    "written. Reply with the English question only."
+)
+# No name in the example: the 0.5B model copied an example's name into its translations.
+TRANSLATE_EXAMPLE = "Wie viel schneller ist das Verfahren beim Dekodieren?"
+TRANSLATE_EXAMPLE_ANSWER = "How much faster is the method at decoding?"
+
+#: Opening of a near-miss abstention: the paper is there, the asked detail is not.
+NEAR_MISS_TEMPLATE = (
+    ABSTAIN_TEXT + " The closest paper, \u201c{title}\u201d, does not state it in its abstract; "
+    "the nearest it says is: \u201c{quote}\u201d"
+)
+#: A quoted answer, used when the model's answer fails the checks but a source sentence answers.
+QUOTE_TEMPLATE = "\u201c{title}\u201d reports: {quote} [{n}]"

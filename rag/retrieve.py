@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,10 @@ import Stemmer
 from llama_index.core import VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
+from .intent import NAME, defined_names, mentions, paper_names  # noqa: F401 - NAME is re-exported
 from .settings import Settings
 from .store import Store
+from .tuning import COMMON_DF, MAX_CORRECTION_VOCAB, NAME_MAX_TITLES
 
 log = logging.getLogger(__name__)
 _STEMMER = Stemmer.Stemmer("english")
@@ -49,10 +52,9 @@ class Hit:
     bm25_rank: int | None = None
     url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    named: bool = False  # the question names this paper (see intent.mentions)
 
 
-# Names in a question: CamelCase (CacheBlend), acronyms (TTFT), or words with digits (GPT-5, A100).
-NAME = re.compile(r"\b(?:[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{2,}\w*|[A-Za-z]+-?\d[\w.]*|\d+[A-Za-z]\w*)(?:[-.]\w+)*")
 
 # Snowball keeps the "s" of "NPUs" or "GPUs" (a vowel precedes it): drop acronym plurals first.
 _ACRONYM_PLURAL = re.compile(r"\b([A-Z][A-Z0-9]+)s\b")
@@ -70,9 +72,17 @@ def content_terms(text: str) -> frozenset[str]:
 
     Cached: citation checking scores every answer sentence against the same source texts.
     """
-    terms = set(tokenize([text])[0]) | set(re.findall(r"\d+(?:\.\d+)?", text))
+    terms = {_COMPARATIVES.get(t, t) for t in tokenize([text])[0]} | set(re.findall(r"\d+(?:\.\d+)?", text))
     terms.discard("")
     return frozenset(terms)
+
+
+# The stemmer keeps comparatives: "how fast" should find "22.4x faster" (content terms only; the
+# keyword index keeps its own tokens).
+_COMPARATIVES = {"faster": "fast", "fastest": "fast", "slower": "slow", "smaller": "small", "larger": "larg",
+                 "higher": "high", "lower": "low", "longer": "long", "shorter": "short", "cheaper": "cheap",
+                 "better": "good", "best": "good", "quicker": "quick"}
+_FOLDED = frozenset(_COMPARATIVES.values())
 
 
 class ChunkIds(Sequence[str]):
@@ -115,6 +125,9 @@ class KeywordIndex:
         #: How telling each term is (rare terms weigh more); a term seen nowhere gets the maximum.
         self.idf = {t: math.log(1 + n / int(df[i])) for t, i in bm25.vocab_dict.items() if df[i]}
         self.max_idf = math.log(1 + max(n, 1))
+        self._words: list[str] | None = None
+        self._corrections: dict[str, str] = {}  # memo: difflib scans the whole vocabulary
+        self._known: dict[str, bool] = {}  # memo: bm25s' tokenizer costs ~0.1 ms a call
 
     @classmethod
     def build(cls, pages: Iterable[tuple[list[str], list[str]]]) -> KeywordIndex:
@@ -202,6 +215,57 @@ class KeywordIndex:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def known(self, word: str) -> bool:
+        """Whether the collection uses ``word`` (all its stemmed tokens are in the vocabulary)."""
+        found = self._known.get(word)
+        if found is None:
+            tokens = tokenize([word])[0]
+            found = bool(tokens) and all(t in self.bm25.vocab_dict for t in tokens)
+            if len(self._known) > 100_000:
+                self._known.clear()
+            self._known[word] = found
+        return found
+
+    def common(self, word: str) -> bool:
+        """Whether ``word`` is one ordinary word that many chunks use (so not a paper's name)."""
+        tokens = tokenize([word])[0]
+        if len(tokens) != 1 or tokens[0] not in self.bm25.vocab_dict:
+            return False
+        i = self.bm25.vocab_dict[tokens[0]]
+        indptr = self.bm25.scores["indptr"]
+        # At least COMMON_DF chunks, and at least a thousandth of them in a big collection.
+        return int(indptr[i + 1] - indptr[i]) >= max(COMMON_DF, len(self.ids) // 1000)
+
+    def correct(self, query: str) -> str:
+        """The query with a close in-vocabulary spelling added after each word the collection
+        never uses ("thruput" -> "throughput", "cachblend" -> "cacheblend"); a typo otherwise
+        drops the word from the keyword side."""
+        tokens = tokenize([query])[0]
+        extra = [c for t, c in zip(tokens, self.correct_terms(tokens)) if c != t]
+        return f"{query} {' '.join(extra)}" if extra else query
+
+    def correct_terms(self, terms: Iterable[str]) -> list[str]:
+        """Stemmed terms with each one the collection never uses replaced by its closest spelling
+        in the vocabulary, if one is close ("param" -> "paramet"); see :meth:`correct`."""
+        from difflib import get_close_matches
+
+        vocab = self.bm25.vocab_dict
+        if len(vocab) > MAX_CORRECTION_VOCAB:
+            return list(terms)
+        if self._words is None:
+            self._words = [w for w in vocab if w.isalpha() and len(w) >= 4]
+        out = []
+        for t in terms:
+            # Comparatives are folded on purpose (see content_terms): "cheap" is no typo of "cheaper".
+            if len(t) >= 4 and t.isalpha() and t not in vocab and t not in _FOLDED:
+                if t not in self._corrections:
+                    if len(self._corrections) > 100_000:
+                        self._corrections.clear()
+                    self._corrections[t] = next(iter(get_close_matches(t, self._words, n=1, cutoff=0.8)), t)
+                t = self._corrections[t]
+            out.append(t)
+        return out
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """(chunk id, score) of the best ``k`` chunks with a positive score."""
@@ -307,7 +371,8 @@ class HybridRetriever:
         for rank, (_, text, meta, cosine) in enumerate(self._unique(self.dense(query, n)), 1):
             hit = add(rank, s.dense_weight, text, meta)
             hit.similarity, hit.dense_rank = cosine, rank
-        found = self.keyword_index().search(query, n)
+        index = self.keyword_index()
+        found = index.search(index.correct(query), n)
         # Texts and metadata live in Chroma: fetch the chunks of papers the dense side did not
         # bring (chunk ids are "<paper id>:<n>"). A chunk deleted since the index was built is skipped.
         chunks = self.store.get_chunks([cid for cid, _ in found if cid.rpartition(":")[0] not in hits])
@@ -317,14 +382,20 @@ class HybridRetriever:
         for rank, (_, text, meta, score) in enumerate(self._unique(ranked), 1):
             hit = add(rank, s.bm25_weight, text, meta)
             hit.bm25, hit.bm25_rank = score, rank
-        # A third ranking: papers whose title carries a name the question uses ("ZipVL"). Both
+        # A third ranking: papers the question names ("ZipVL", "cachblend", "sarathi serve"). Both
         # other rankings can bury a paper the question names when its abstract is short on the
         # question's other words.
-        names = [n.casefold() for n in NAME.findall(query) if len(n) > 2]
-        if names and s.title_weight:
-            named = [(sum(n in h.title.casefold() for n in names), h) for h in hits.values()]
-            named = sorted(((c, h) for c, h in named if c), key=lambda ch: -ch[0])
-            for rank, (_, hit) in enumerate(named, 1):
+        if s.title_weight:
+            # A name an abstract defines that is also a common word here ("SPEED") is not a name
+            # when a question uses the word ("speed up").
+            names = {h.paper_id: paper_names(h.title) | {n for n in defined_names(h.text) if not index.common(n)}
+                     for h in hits.values()}
+            # A name in the titles of several candidates ("LLM", "KV") names none of them.
+            counts = Counter(n for ns in names.values() for n in ns)
+            named = [h for h in hits.values()
+                     if mentions(query, {n for n in names[h.paper_id] if counts[n] <= NAME_MAX_TITLES}, index.known)]
+            for rank, hit in enumerate(sorted(named, key=lambda h: -h.score), 1):
+                hit.named = True
                 hit.score += s.title_weight / (s.rrf_k + rank)
         return sorted(hits.values(), key=lambda h: -h.score)[:k]
 

@@ -154,3 +154,23 @@ def test_chat_question_set_is_valid_split_and_frozen():
     assert len({r["lang"] for r in rows if r["style"] == "non-english"}) >= 4
     test = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows if r["split"] == "test"]
     assert hashlib.sha256("\n".join(test).encode()).hexdigest() == TEST_SPLIT_SHA256
+
+
+def test_chat_scores_report_both_splits_and_the_gap(make_engine):
+    from eval.chat import markdown, score_chat, summarise_chat
+
+    engine = make_engine(REPLY)
+    row = {"id": "a", "style": "casual", "question": QUESTION, "gold": [NPU_TITLE], "key_facts": ["22.4x"]}
+    good = score_chat(row, engine.ask(QUESTION))
+    assert good["recall@5"] == 1.0 and good["citation_precision"] == 1.0 and not good["abstained"]
+    miss = score_chat({**row, "id": "b", "style": "near-miss", "gold": [], "key_facts": []},
+                      engine.ask("Which license is mllm-NPU released under?"))
+    assert miss["abstained"] and miss["citation_precision"] is None and miss["recall@5"] is None
+    dev = summarise_chat([good, miss])
+    test = summarise_chat([{**good, "key_facts": 0.0}, miss])
+    assert dev["all"]["answered"] == 1.0 and dev["all"]["abstained"] == 1.0
+    md = markdown({"model": "fake", "splits": {"dev": dev, "test": test}})
+    assert "| key_facts gap |" in md
+    line = next(x for x in md.splitlines() if x.startswith("| all (2/2)"))
+    assert line.split(" | ")[-3] == f"{good['key_facts'] - 0.0:+.2f}"  # key facts gap, dev - test
+    assert "| answered | ≥ 0.90 | 1.00 | yes |" in md

@@ -115,3 +115,17 @@ def test_settings_read_the_environment(monkeypatch, tmp_path):
 def test_chatml_template():
     text = chatml([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
     assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_long_texts_are_embedded_whole(minilm):
+    title = "ZebraCache: A Study"
+    body = " ".join(f"Sentence {i} is about caching keys in striped memory banks for serving." for i in range(40))
+    text = f"{title}\n{body} Finally, ZebraCache also composes music for orchestras."
+    windows = minilm._windows(text)
+    assert len(windows) > 1 and all(w.startswith(title + "\n") for w in windows)
+    assert all(len(minilm._tokenizer.encode(w).ids) <= 256 for w in windows)
+    whole = minilm.embed_documents([text])[0]
+    cut = minilm.embed([text])[0]  # what the model reads of it: the first 256 word pieces
+    query = minilm.embed(["a system that composes music for orchestras"])[0]
+    assert float(whole @ query) > float(cut @ query)  # the ending reaches the vector
+    assert minilm.model_name.endswith("-windows")

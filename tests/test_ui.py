@@ -10,6 +10,7 @@ from rag import ABSTAIN_TEXT, Answer, Hit, LLMError, Settings
 from rag.citations import Citation
 from ui.app import (
     ABSTAIN_MARKDOWN,
+    escape,
     WAITING_TEXT,
     add_papers,
     answer_markdown,
@@ -43,8 +44,11 @@ def test_source_links_only_for_web_urls():
 
 def test_abstention_looks_different_and_names_the_papers_checked():
     hit = Hit("p1", "Closest <paper>", "text", 0.1)
-    answer = Answer("q", ABSTAIN_TEXT, [], True, [hit], abstain_reason="model")
+    answer = Answer("q", ABSTAIN_TEXT, [], True, [hit], abstain_reason="retrieval")
     assert answer_markdown(answer) == ABSTAIN_MARKDOWN and ABSTAIN_TEXT in ABSTAIN_MARKDOWN
+    near = Answer("q", ABSTAIN_TEXT + " The closest paper, \u201cA*\u201d, does not state it.", [], True, [hit],
+                  abstain_reason="near-miss")
+    assert answer_markdown(near) == ABSTAIN_MARKDOWN + " " + escape("The closest paper, \u201cA*\u201d, does not state it.")
     md = format_sources(answer)
     assert md.startswith("**Not in the collection.**") and "Sources" not in md
     assert "- Closest &lt;paper&gt;" in md

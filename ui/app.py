@@ -64,7 +64,11 @@ def _timing(answer: Answer) -> str:
 
 def answer_markdown(answer: Answer) -> str:
     """The checked answer as the chat bubble shows it."""
-    return ABSTAIN_MARKDOWN if answer.abstained else escape(answer.text)
+    if answer.abstained:
+        # A near miss names the paper it checked and what that paper does say.
+        rest = answer.text.removeprefix(ABSTAIN_TEXT).strip()
+        return ABSTAIN_MARKDOWN + (f" {escape(rest)}" if rest else "")
+    return escape(answer.text)
 
 
 def format_sources(answer: Answer) -> str:

@@ -1,0 +1,213 @@
+"""What a question asks for: its language, whether it wants a list, a comparison or one fact, and
+whether that fact is a figure or a name.
+
+These are word lists, not learned models: each says what it was chosen on. They read the
+question's form ("how much", "papers", "vs"), never its topic, so they hold for questions about
+any collection.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Literal
+
+from .tuning import FUZZY_NAME
+
+# Function words of the languages users wrote in (dev split: de, fr, es, pt, it-like; English for
+# contrast). A question is in the language whose words it uses most, English unless another has
+# at least two and more than English.
+_FUNCTION_WORDS = {
+    "en": "the what which how is are does do did of and for with that this in on to a an by much many there any",
+    "de": "der die das und ist sind wie viel viele wieviel wieviele welche welcher welches ein eine einen nicht "
+          "mit für auf was gibt es im vom zum bei wird werden durch über hat haben kann man mehr als andere den "
+          "dem des zu gegenüber schneller weniger",
+    "fr": "le la les des est sont quel quelle quels quelles combien une un pour avec dans qui que sur du au "
+          "aux il elle ce cette ces par fait y a-t-il est-ce comment en et ou plus",
+    "es": "el la los las es son qué cuál cuáles cuánto cuánta cuántos cuántas una un para con por del que hay "
+          "sobre cómo se al su sus este esta en y o más",
+    "pt": "o a os as é são qual quais quanto quanta quantos quantas uma um para com por do da dos das que há "
+          "sobre como em no na nos nas seu sua este esta mais e ou",
+    "it": "il lo gli le è sono quale quali quanto quanti una un per con che del della sul sulla come",
+}
+_WORDS = {lang: set(words.split()) for lang, words in _FUNCTION_WORDS.items()}
+
+
+def language(text: str) -> str:
+    """An ISO code for the question's language: "en", "de", "fr", "es", "pt", "it", "zh", "ja",
+    "ko", "ru", "ar" or "other" (another script)."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return "en"
+    names = [unicodedata.name(c, "") for c in letters]
+    if any(n.startswith(("HIRAGANA", "KATAKANA")) for n in names):
+        return "ja"
+    share = {key: sum(n.startswith(key) for n in names) / len(letters)
+             for key in ("CJK", "HANGUL", "CYRILLIC", "ARABIC")}
+    if share["CJK"] > 0.2:
+        return "zh"
+    if share["HANGUL"] > 0.2:
+        return "ko"
+    if share["CYRILLIC"] > 0.3:
+        return "ru"
+    if share["ARABIC"] > 0.3:
+        return "ar"
+    if sum(not n.startswith("LATIN") for n in names) / len(letters) > 0.5:
+        return "other"
+    words = re.findall(r"[\w'-]+", text.casefold())
+    counts = {lang: sum(w in vocab for w in words) for lang, vocab in _WORDS.items()}
+    best = max((lang for lang in counts if lang != "en"), key=counts.__getitem__)
+    return best if counts[best] >= 2 and counts[best] > counts["en"] else "en"
+
+
+Kind = Literal["fact", "list", "compare"]
+Wants = Literal["figure", "name", "other"]
+
+# A question about how or why something works wants an explanation even when it names a quantity
+# ("How does CacheBlend reduce TTFT?").
+_EXPLAIN = re.compile(r"^\W*(how (does|do|did|is|are|can|could)|why|explain|describe|what (is|are|does|do)\b(?! the "
+                      r"(speed|size|rate|ratio|number|amount|latency|throughput|accuracy)))", re.I)
+# Words that ask for a quantity (chosen on the exam-style set and the dev split's casual questions).
+_FIGURE = re.compile(
+    r"\b(how (much|many|fast|large|big|long|small|far|often|well)|by what (factor|margin)|what (percentage|fraction|"
+    r"share|ratio|factor)|numbers?|figures?|speed[- ]?ups?|faster|slower|thr?o?u?ghput|thruput|latency|ttft|tbt|"
+    r"tokens?/s|tok/s|tokens per second|memory|savings?|saves?|reduc\w*|improv\w*|gains?|accuracy|perplexity|rate|"
+    r"ratio|percent|x|times|energy|cost|size|length|context|params?|parameters|budget|overhead|compression)\b|%",
+    re.I)
+# An explicit request for a quantity, which wins over "which system ...".
+_QUANTITY = re.compile(r"\bhow (much|many|fast|large|big|long|small)\b|\bby (how much|what factor)\b|"
+                       r"\bwhat (percentage|fraction|ratio|factor|speed-?up)\b|%", re.I)
+_WHICH = re.compile(r"^\W*(which|what|who)\s+([\w-]+\s+){0,2}?(paper|work|method|system|approach|model|technique|"
+                    r"framework|library|algorithm|study|one|tool)\b", re.I)
+# Asking to identify a paper or system (`which/what <thing>`, `who`, `is there a paper`).
+_NAME = re.compile(r"\b(which|what|who|whose|name of|is there|any)\b.{0,40}\b(paper|work|method|system|approach|"
+                   r"model|technique|framework|library|algorithm|study|one|tool|idea)\b|\bwho\b", re.I)
+# Several papers wanted: a plural paper noun, or asking for recommendations (dev: list questions).
+_LIST = re.compile(r"\b(papers|studies|articles|publications|recommend\w* (me |us )?(some|a few|any|something|"
+                   r"reading|good)|reading list)\b|^\W*(anything|something) (on|about)\b", re.I)
+# Two things set side by side (dev: compare questions).
+# Not "compared to": "How much faster is X compared to vLLM?" asks about X (exam set, q008).
+_COMPARE = re.compile(r"\b(vs\.?|versus|compare|comparison|differen(ce|t)|differ|better|worse|"
+                      r"faster|slower|or)\b(?! (to|with)\b)|\bwhich (one|is)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What a question wants: one fact (a figure, a name or other), a list of papers, or a comparison."""
+
+    kind: Kind
+    wants: Wants
+
+
+def intent(question: str, named_papers: int = 0) -> Intent:
+    """Classify an English question; ``named_papers`` is how many distinct papers it names
+    (a comparison needs two)."""
+    if named_papers >= 2 and _COMPARE.search(question):
+        kind: Kind = "compare"
+    elif _LIST.search(question):
+        kind = "list"
+    else:
+        kind = "fact"
+    if _EXPLAIN.search(question) and not re.search(r"\bhow (much|many|fast)\b", question, re.I):
+        wants: Wants = "other"
+    elif _WHICH.search(question) and not _QUANTITY.search(question):
+        wants = "name"  # "Which system reduces memory use?": a paper, not a figure
+    elif _FIGURE.search(question):
+        wants = "figure"
+    elif _NAME.search(question):
+        wants = "name"
+    else:
+        wants = "other"
+    return Intent(kind, wants)
+
+
+# ----- shorthand -----------------------------------------------------------------------------
+# Shorthand seen in the dev split's casual questions, spelt out so words match the abstracts.
+SHORTHAND = {"mem": "memory", "acc": "accuracy", "perf": "performance", "param": "parameters",
+             "params": "parameters", "tok": "tokens", "toks": "tokens", "lat": "latency", "thruput": "throughput",
+             "tput": "throughput", "ctx": "context", "seq": "sequence", "attn": "attention", "quant": "quantization",
+             "approx": "approximately", "w/": "with", "w/o": "without", "b/w": "bandwidth", "impl": "implementation"}
+
+
+def spell_out(question: str) -> str:
+    """The question with common shorthand written out ("zipvl gpu mem savings" -> "... memory ...")."""
+    return re.sub(r"(?<![\w/])(" + "|".join(re.escape(k) for k in SHORTHAND) + r")(?![\w/])",
+                  lambda m: SHORTHAND[m.group(1).casefold()], question, flags=re.I)
+
+
+# ----- names -----------------------------------------------------------------------------------
+# Names in a question: CamelCase (CacheBlend), acronyms (TTFT), or words with digits (GPT-5, A100).
+NAME = re.compile(r"\b(?:[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{2,}\w*|[A-Za-z]+-?\d[\w.]*|\d+[A-Za-z]\w*)(?:[-.]\w+)*")
+# Capitalised words inside a sentence (Medusa, Mixtral) are names too.
+PROPER = re.compile(r"(?<=[a-z,;:] )[A-Z][a-z]{2,}\w*")
+
+
+def squash(text: str) -> str:
+    """A name folded for comparison: "Llama-2", "llama 2" and "LLaMA2" alike ("512×512" as "512x512")."""
+    return re.sub(r"[^0-9a-z]", "", text.casefold().replace("×", "x"))
+
+
+def paper_names(title: str) -> set[str]:
+    """The squashed names a paper goes by: the named words of its title, and the part before
+    the colon when that is short ("CacheBlend: Fast ..." -> cacheblend)."""
+    # Acronym plurals (GPUs, LLMs) name a kind of thing, not a paper.
+    names = {squash(n) for n in NAME.findall(title) if not re.fullmatch(r"[A-Z]{2,}s", n)}
+    # A capitalised hyphenated word is a name where a title introduces one ("... with
+    # Sarathi-Serve"), not elsewhere ("Efficient Fine-Tuning of ...").
+    names |= {squash(w) for w in re.findall(r"(?:^|\b(?:with|via|using|by|from)\s)(\w+(?:-\w+)+)", title)
+              if re.search(r"[A-Z]", w)}
+    head, colon, _ = title.partition(":")
+    if colon and len(head.split()) <= 3:
+        names.add(squash(head))
+    return {n for n in names if len(n) >= 3}
+
+
+def defined_names(abstract: str) -> set[str]:
+    """Names an abstract gives its own work: "we propose JRT-RNN", "Masked Structural Growth
+    (MSG)". Users call a paper by these as often as by its title."""
+    found = re.findall(r"\b(?:propose|present|introduce|call|called|named|dubbed|develop|design)s?\s+(?:a |an |the )?"
+                       r"(?:\w+\s){0,2}?([A-Za-z][\w.]*[A-Z0-9][\w.]*(?:-[\w.]+)*)", abstract)
+    found += re.findall(r"\(([A-Za-z][\w.]*[A-Z][\w.]*(?:-[\w.]+)*)\)", abstract)
+    # Name-like only: CamelCase or digits (PreTTR, G_stack2), or an acronym of three or more
+    # capitals (MSG, JRT-RNN); not "LLMs" or "KV-Cache", which every abstract here uses.
+    return {squash(n) for n in found
+            if re.search(r"[a-z][A-Z]|\d", n) or re.fullmatch(r"[A-Z]{3,}(?:-[A-Z0-9]+)*", n)}
+
+
+def name_forms(text: str) -> list[str]:
+    """Words that are names by their form, in any language: CamelCase, acronyms, words with
+    digits, and hyphenated words with such a part ("mllm-NPU", "KV-Runahead"; not "Zero-Shot")."""
+    hyphenated = [w for w in re.findall(r"\w+(?:-\w+)+", text)
+                  if any(re.fullmatch(r"[A-Z]{2,}\w*|\w*[a-z][A-Z]\w*|\w*\d\w*", part) for part in w.split("-"))]
+    return list(dict.fromkeys(hyphenated + NAME.findall(text)))
+
+
+def question_names(question: str) -> list[str]:
+    """The names an English question uses, as written: :func:`name_forms` and capitalised words
+    inside a sentence (Medusa)."""
+    return list(dict.fromkeys(name_forms(question) + PROPER.findall(question)))
+
+
+def mentions(question: str, names: set[str], known: Callable[[str], bool] | None = None) -> bool:
+    """Whether the question mentions one of ``names`` (squashed): as one to three adjacent words,
+    exactly, or with a typo (``FUZZY_NAME``) in a word typed in lower case that is not a word the
+    collection uses (``known``): "cachblend" finds CacheBlend, but "inference" is not a typo of
+    MInference, nor "Mixtral" of Mistral."""
+    from difflib import SequenceMatcher
+
+    words = re.findall(r"[\w.]+(?:-[\w.]+)*", question)
+    grams = {squash("".join(words[i:i + n])) for n in (1, 2, 3) for i in range(len(words) - n + 1)}
+    grams.discard("")
+    if grams & names:
+        return True
+    long_names = [n for n in names if len(n) >= 6]
+    if not long_names:
+        return False
+    # A typo is forgiven within one word ("cachblend"), not across words ("the attention"), and
+    # digits are versions, not typos: "flashattention3" is not FlashAttention.
+    singles = {squash(w) for w in words if w.islower() and not (known and known(w))}
+    return any(abs(len(g) - len(name)) <= 2 and re.sub(r"\D", "", g) == re.sub(r"\D", "", name)
+               and SequenceMatcher(None, g, name).ratio() >= FUZZY_NAME
+               for name in long_names for g in singles)

@@ -1,0 +1,52 @@
+"""Every tuned constant of the answer path, in one place: what it does and how it was chosen.
+
+"dev split" means the dev half of eval/questions-chat.jsonl, measured with
+`paperchat eval --chat` or the model-free decisions of `Engine.plan`; the test half is never used
+to choose a value. "exam set" means eval/questions.jsonl, which earlier values were chosen on.
+"""
+
+# ----- names (rag/intent.py, rag/retrieve.py) ----------------------------------------------------
+#: Two spellings of a name match when difflib's ratio of their squashed forms reaches this: one
+#: typo in a six-letter name scores 0.83 or more (dev split, casual questions: "cachblend", "mlm-npu").
+FUZZY_NAME = 0.83
+#: A name found in more candidate titles than this is a topic word ("LLM", "KV"), not a paper's.
+NAME_MAX_TITLES = 2
+#: A word in at least this many chunks is an ordinary word of the collection, so an abstract's
+#: acronym that spells it ("SPEED") is not matched by the word ("speed up"); dev split follow-ups.
+COMMON_DF = 3
+#: Vocabularies above this size get no spelling corrections (difflib is linear in it).
+MAX_CORRECTION_VOCAB = 50_000
+
+# ----- conversation (rag/answer.py) --------------------------------------------------------------
+#: A follow-up with at most this many focus words and no name of its own continues the
+#: conversation's paper ("and for decoding?", "storage?"); dev split follow-ups.
+ELLIPSIS_TERMS = 2
+
+# ----- does a sentence answer (rag/grounding.py) -------------------------------------------------
+#: When the question names its paper (or a follow-up keeps it), a sentence answers only if it
+#: holds this share of the question's focus words (for a figure question: within FIGURE_WINDOW
+#: words of a figure). Dev split: 0.45 stopped 14 of 20 near misses; 0.6 would stop 3 more and
+#: lose 6 answerable questions whose words differ from the abstract's.
+ANCHORED_COVERAGE = 0.45
+#: Words on each side of a figure that say what it is about. Dev split: 6, 8, 12 and 16 gave the
+#: same near-miss decisions; 6 and 8 lost 1-3 answerable ones.
+FIGURE_WINDOW = 12
+#: Ranking bonus of a sentence with a figure when a figure is asked for.
+FIGURE_BONUS = 0.15
+#: Score a sentence loses per rank of its paper. 1.0: retrieval's order decides the paper, the
+#: sentences only which of its sentences (dev split: 16 answers from a wrong paper vs 17 at 0.05).
+RANK_PENALTY = 1.0
+
+# ----- answers written by code (rag/answer.py) ---------------------------------------------------
+#: Papers considered for "any papers on X?", and what a paper's best sentence needs to be listed
+#: (after the first): this share of the focus words, or this dense similarity. Dev split, list
+#: questions: (0.5, 0.5) precision 0.83 recall 0.72; (0.4, 0.45) 0.77 / 0.80; (0.3, 0.4) 0.58 / 0.83.
+LIST_CANDIDATES = 8
+LIST_COVERAGE = 0.5
+LIST_SIMILARITY = 0.5
+
+# ----- citations (rag/citations.py; exam set) ----------------------------------------------------
+#: An answer sentence must share at least this share of its content words with a source.
+MIN_SUPPORT = 0.4
+#: A model-written marker is kept when its source's support is within this margin of the best.
+SUPPORT_MARGIN = 0.2

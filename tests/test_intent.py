@@ -1,0 +1,64 @@
+"""What a question asks for, and names typed the way people type them."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.intent import intent, language, mentions, paper_names, squash
+
+NPU = "Empowering 1000 tokens/second on-device LLM prefilling with mllm-NPU"
+CACHEBLEND = "CacheBlend: Fast Large Language Model Serving for RAG with Cached Knowledge Fusion"
+
+
+@pytest.mark.parametrize(("question", "lang"), [
+    ("How much faster is prefill with mllm-NPU?", "en"),
+    ("cachblend ttft speedup?", "en"),
+    ("Wie viel schneller ist der Prefill mit mllm-NPU?", "de"),
+    ("distserve wieviele requests mehr als andere systeme?", "de"),
+    ("Quelle est la vitesse de préremplissage de mllm-NPU ?", "fr"),
+    ("¿Cuánto acelera LazyLLM el prefill?", "es"),
+    ("Qual é o ganho do Sarathi-Serve no Falcon-180B?", "pt"),
+    ("mllm-NPU 的预填充速度是多少？", "zh"),
+    ("mllm-NPUのプリフィル速度はどれくらいですか？", "ja"),
+])
+def test_language_of_a_question(question, lang):
+    assert language(question) == lang
+
+
+@pytest.mark.parametrize(("question", "named", "kind", "wants"), [
+    ("cacheblend ttft speedup?", 1, "fact", "figure"),
+    ("How does CacheBlend reuse KV caches?", 1, "fact", "other"),
+    ("How much energy does it save?", 0, "fact", "figure"),
+    ("which system offloads prefill to a phone NPU?", 0, "fact", "name"),
+    ("any papers on speculative decoding?", 0, "list", "other"),
+    ("recommend something about quantization", 0, "list", "other"),
+    ("cacheblend vs turborag, which cuts TTFT more?", 2, "compare", "figure"),
+    ("cacheblend vs turborag", 1, "fact", "other"),  # one paper named: nothing to set side by side
+])
+def test_what_a_question_asks_for(question, named, kind, wants):
+    got = intent(question, named)
+    assert (got.kind, got.wants) == (kind, wants)
+
+
+def test_names_match_as_people_type_them():
+    assert squash("Llama-2") == squash("llama 2") == squash("LLaMA2")
+    assert "mllmnpu" in paper_names(NPU) and "cacheblend" in paper_names(CACHEBLEND)
+    assert mentions("how fast is mlm-npu prefil", paper_names(NPU))  # one letter missing
+    assert mentions("cachblend ttft speedup?", paper_names(CACHEBLEND))  # a typo
+    assert mentions("what does Cache Blend do", paper_names(CACHEBLEND))  # two words
+    assert not mentions("how do caches blend into storage?", {"cacheblend"} - {"cacheblend"})
+    assert not mentions("does the input stage matter", {"npu"})  # a token, not a substring
+
+
+def test_which_system_wants_a_name_even_when_it_mentions_a_quantity_word():
+    assert intent("Which system reduces memory use for KV caches?").wants == "name"
+    assert intent("Which system, and by how much does it reduce memory?").wants == "figure"
+    assert intent("does it say how it works?").kind == "fact"  # "works" is not a list of papers
+
+
+def test_a_typo_is_forgiven_only_in_a_lower_case_word_the_collection_does_not_use():
+    minference = {"minference"}
+    assert not mentions("by how much does it increase inference throughput?", minference, known=lambda w: True)
+    assert mentions("minfrence prefill speedup?", minference, known=lambda w: False)
+    assert not mentions("How does Mixtral route tokens?", {"mistral"})  # a capitalised name is exact
+    assert not mentions("flashattention-3 fp8 tflops?", {"flashattention"})  # a version is no typo
