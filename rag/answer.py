@@ -19,7 +19,7 @@ from .citations import Citation, Source, attribute, support
 from .corpus import clean_text, split_sentences
 from .grounding import Scored
 from .intent import NAME as _NAME
-from .intent import intent, language, mentions, name_forms, paper_names, question_names, spell_out, squash
+from .intent import intent, language, mentions, name_forms, paper_names, question_names, sides, spell_out, squash
 from .llm import LLM, LLMError, Message, make_llm
 from .retrieve import Hit, HybridRetriever, content_terms
 from .settings import Settings
@@ -553,7 +553,20 @@ class Engine:
     def compare(self, turn: Turn) -> tuple[str, list[Citation]] | None:
         """"A vs B": one row per named paper, each with its sentence that best answers the
         question, quoted and cited."""
-        papers = [h for h in turn.hits if h.named] or turn.subject
+        papers = [h for h in turn.hits if h.named]
+        if len(papers) < 2:
+            # A side the question describes rather than names ("WRAP vs one-epoch training"): the
+            # paper that side's own words retrieve first (a paper it names, if any).
+            # A side of one or two words that names no paper ("speedup vs vLLM") is a baseline; a
+            # longer one describes a paper ("one-epoch training").
+            papers = []
+            for side in sides(turn.question):
+                found = self.retriever.retrieve(side, 3)
+                best = next((h for h in found if h.named), None)
+                if best is None and len(content_terms(side)) >= 3 and found:
+                    best = found[0]
+                if best is not None and best.paper_id not in {p.paper_id for p in papers}:
+                    papers.append(best)
         if len(papers) < 2:
             return None
         rows: list[str] = []

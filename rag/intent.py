@@ -93,6 +93,20 @@ _COMPARE = re.compile(r"\b(vs\.?|versus|compare|comparison|differen(ce|t)|differ
                       r"faster|slower|or)\b(?! (to|with)\b)|\bwhich (one|is)\b", re.I)
 
 
+_VERSUS = re.compile(r"\s(?:vs\.?|versus)\s", re.I)
+_COMPARE_PAIR = re.compile(r"\b(?:compare|comparing|differences? between)\s+(.+?)\s+(?:and|with|to)\s+(.+)", re.I)
+
+
+def sides(question: str) -> list[str]:
+    """The things a comparison sets side by side: "A vs B vs C", "compare A and B", "difference
+    between A and B"; [] for any other question."""
+    parts = _VERSUS.split(question)
+    if len(parts) < 2 and (m := _COMPARE_PAIR.search(question)):
+        parts = [m.group(1), m.group(2)]
+    parts = [p.strip(" ,.:;?!") for p in parts]
+    return parts if len(parts) >= 2 and all(parts) else []
+
+
 @dataclass(frozen=True)
 class Intent:
     """What a question wants: one fact (a figure, a name or other), a list of papers, or a comparison."""
@@ -104,7 +118,8 @@ class Intent:
 def intent(question: str, named_papers: int = 0) -> Intent:
     """Classify an English question; ``named_papers`` is how many distinct papers it names
     (a comparison needs two)."""
-    if named_papers >= 2 and _COMPARE.search(question):
+    # Sides need a named paper: "shrinks the KV cache in prefill vs decoding" compares no papers.
+    if (named_papers >= 2 and _COMPARE.search(question)) or (named_papers >= 1 and len(sides(question)) >= 2):
         kind: Kind = "compare"
     elif _LIST.search(question):
         kind = "list"

@@ -33,7 +33,8 @@ def test_language_of_a_question(question, lang):
     ("any papers on speculative decoding?", 0, "list", "other"),
     ("recommend something about quantization", 0, "list", "other"),
     ("cacheblend vs turborag, which cuts TTFT more?", 2, "compare", "figure"),
-    ("cacheblend vs turborag", 1, "fact", "other"),  # one paper named: nothing to set side by side
+    ("cacheblend vs turborag", 1, "compare", "other"),  # two sides, even when one is not found by name
+    ("is cacheblend faster?", 1, "fact", "figure"),  # one paper named: nothing to set side by side
 ])
 def test_what_a_question_asks_for(question, named, kind, wants):
     got = intent(question, named)
@@ -62,3 +63,13 @@ def test_a_typo_is_forgiven_only_in_a_lower_case_word_the_collection_does_not_us
     assert mentions("minfrence prefill speedup?", minference, known=lambda w: False)
     assert not mentions("How does Mixtral route tokens?", {"mistral"})  # a capitalised name is exact
     assert not mentions("flashattention-3 fp8 tflops?", {"flashattention"})  # a version is no typo
+
+
+def test_the_sides_of_a_comparison():
+    from rag.intent import sides
+
+    assert sides("WRAP vs one-epoch training: pretraining speedups?") == ["WRAP", "one-epoch training: pretraining speedups"]
+    assert sides("compare flatquant with qqq") == ["flatquant", "qqq"]
+    assert sides("How much faster is TurboRAG compared to conventional RAG?") == []
+    assert intent("difference between SARATHI and Sarathi-Serve?", 1).kind == "compare"
+    assert intent("a paper that shrinks the KV cache in prefill vs decoding?", 0).kind == "fact"
