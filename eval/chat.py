@@ -27,7 +27,7 @@ from rag import Engine, Settings
 from rag.corpus import load_papers
 from rag.settings import DEFAULT_CORPUS
 
-from .suite import RESULTS, QuestionSetError, normalise, p90
+from .suite import RESULTS, QuestionSetError, normalise, p90, warm_like_serve
 
 HERE = Path(__file__).parent
 CHAT_QUESTIONS = HERE / "questions-chat.jsonl"
@@ -194,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"splits": {}}
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(Settings(data_dir=Path(tmp)))
-        report["model"] = getattr(engine.llm, "name", type(engine.llm).__name__)
-        engine.warm_up()
-        engine.prefill_papers()
+        report["model"] = warm_like_serve(engine)
         for split in splits:
             chosen = [r for r in rows if r["split"] == split][: args.limit]
             per = []

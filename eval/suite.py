@@ -98,6 +98,14 @@ def p90(values: list[float]) -> float:
 
 
 # ----- retrieval -------------------------------------------------------------------------------
+def warm_like_serve(engine: Engine) -> str:
+    """Load the model and save the prompt states as `paperchat serve` does at start, so measured
+    timings are the page's; returns the model's name for the report."""
+    engine.warm_up()
+    engine.prefill_papers()
+    return getattr(engine.llm, "name", type(engine.llm).__name__)
+
+
 def retrieval_metrics(engine: Engine, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """hit@1, recall@5 and MRR of the gold papers, per retrieval mode (hybrid, dense only, BM25 only).
 
@@ -375,9 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(Settings(data_dir=Path(tmp)))
         report: dict[str, Any] = {"questions": len(rows), "retrieval": retrieval_metrics(engine, rows)}
         if not args.retrieval_only:
-            report["model"] = getattr(engine.llm, "name", type(engine.llm).__name__)
-            engine.warm_up()
-            engine.prefill_papers()  # as `paperchat serve` does at start, so timings are the page's
+            report["model"] = warm_like_serve(engine)
             askers = {"paperchat": engine_asker(engine)}
             if not args.no_baseline:
                 askers["llama-index"] = baseline_asker(engine)

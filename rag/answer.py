@@ -19,7 +19,8 @@ from .citations import Citation, Source, attribute, support
 from .corpus import clean_text, split_sentences
 from .grounding import Scored
 from .intent import NAME as _NAME
-from .intent import intent, language, mentions, name_forms, paper_names, question_names, sides, spell_out, squash
+from .intent import (intent, language, mentions, name_forms, paper_names, question_names, sides, spell_out, squash,
+                     word_grams)
 from .llm import LLM, LLMError, Message, make_llm
 from .retrieve import Hit, HybridRetriever, content_terms
 from .settings import Settings
@@ -78,6 +79,7 @@ class Turn:
     followup: bool = False
     focus_question: str = ""  # whose words say what is asked (an ellipsis borrows the previous one's)
     wants: str = "other"
+    kind: str = "fact"  # "fact", "list" or "compare" (see intent.intent)
 
 
 log = logging.getLogger(__name__)
@@ -408,7 +410,7 @@ class Engine:
         if not names:
             return False
         text = " ".join(f"{h.title} {h.text}" for h in hits)
-        evidence, squashed = _words_of(text), squash(text)
+        evidence, squashed = word_grams(text), squash(text)
 
         def found(name: str) -> bool:
             # A long name with digits may sit inside a longer one ("Llama-3.1-70B-Instruct").
@@ -445,7 +447,7 @@ class Engine:
         if len(found) < 5:
             found = question
         # Names by their form only (CamelCase, acronyms, digits): in German every noun is capitalised.
-        original = _words_of(question)
+        original = word_grams(question)
         for name in name_forms(found):  # one the original does not hold was made up
             if not mentions(name, original):
                 found = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", " ", found)
@@ -474,18 +476,18 @@ class Engine:
         k = max(self.settings.retrieve_k, self.settings.top_k)
         hits = self.retriever.retrieve(question, k)
         named = [h for h in hits if h.named]
-        wanted = intent(question, len(named))
         focus = grounding.focus_terms(question)
         if previous is not None and previous.subject and not named:
             # "and MSG on bert-large?": a name the conversation's paper does not use, but another does.
-            own = _words_of(" ".join(f"{h.title} {h.text}" for h in previous.subject))
+            own = word_grams(" ".join(f"{h.title} {h.text}" for h in previous.subject))
             known = self.retriever.term_weights().known
             for name in question_names(question):
                 if not mentions(name, own, known):
-                    named = [h for h in hits if mentions(name, _words_of(f"{h.title} {h.text}"), known)][:1]
+                    named = [h for h in hits if mentions(name, word_grams(f"{h.title} {h.text}"), known)][:1]
                     if named:
                         named[0].named = True
                         break
+        wanted = intent(question, sum(h.named for h in hits))
         # A short question continues the conversation only if it is not a topic of its own: the
         # conversation's paper is among its hits, or it finds nothing relevant by itself
         # ("what is speculative decoding?" after a question about CacheBlend starts anew).
@@ -501,7 +503,7 @@ class Engine:
             aim = f"{question} {previous.focus_question}" if elliptic else question
             return Turn(question, previous.subject, hits, True, aim, wants)
         subject = named or hits[:1]
-        return Turn(question, subject, hits, False, question, wanted.wants)
+        return Turn(question, subject, hits, False, question, wanted.wants, wanted.kind)
 
     # ----- evidence ------------------------------------------------------------------------
     def rank_sentences(self, aim: str, hits: list[Hit], wants: str, others: str = "") -> list[tuple[Scored, Hit]]:
@@ -555,10 +557,9 @@ class Engine:
         question, quoted and cited."""
         papers = [h for h in turn.hits if h.named]
         if len(papers) < 2:
-            # A side the question describes rather than names ("WRAP vs one-epoch training"): the
-            # paper that side's own words retrieve first (a paper it names, if any).
-            # A side of one or two words that names no paper ("speedup vs vLLM") is a baseline; a
-            # longer one describes a paper ("one-epoch training").
+            # Each side is the paper it names, else, when it describes one in three or more words
+            # ("one-epoch training"), the paper its words retrieve first; a short side that names
+            # no paper ("speedup vs vLLM") is a baseline.
             papers = []
             for side in sides(turn.question):
                 found = self.retriever.retrieve(side, 3)
@@ -597,10 +598,9 @@ class Engine:
                 return Plan("retrieval")
         elif not self.relevant(english, turn.hits, strict_names=lang == "en"):
             return Plan("retrieval")
-        wanted = intent(english, sum(h.named for h in turn.hits))
-        if not turn.followup and wanted.kind == "compare" and (written := self.compare(turn)):
+        if turn.kind == "compare" and (written := self.compare(turn)):
             return Plan("compare", written=written)
-        if not turn.followup and wanted.kind == "list":
+        if turn.kind == "list":
             hits = self.retriever.retrieve(turn.question, LIST_CANDIDATES)
             if written := self.list_papers(hits, turn.question):
                 return Plan("list", candidates=hits, written=written)
@@ -730,15 +730,6 @@ def _with_quote(text: str, citations: list[Citation], quote: Scored, hit: Hit) -
         cite = Citation(len(citations) + 1, hit.paper_id, hit.title, quote.text, hit.url)
         citations = [*citations, cite]
     return f"{text} The abstract says: \u201c{quote.text}\u201d [{cite.n}]", citations
-
-
-def _words_of(text: str) -> set[str]:
-    """The squashed words and adjacent word pairs of a text, for :func:`mentions`."""
-    words = re.findall(r"[\w.]+(?:-[\w.]+)*", text)
-    parts = [p for w in words for p in w.split("-")]
-    grams = {squash(w) for w in words + parts} | {squash(a + b) for a, b in zip(words, words[1:])}
-    grams.discard("")
-    return grams
 
 
 def _short_name(title: str) -> str:

@@ -205,6 +205,16 @@ def question_names(question: str) -> list[str]:
     return list(dict.fromkeys(name_forms(question) + PROPER.findall(question)))
 
 
+def word_grams(text: str) -> set[str]:
+    """A text's squashed words, their hyphen parts and adjacent word pairs: the ``names`` side of
+    :func:`mentions` when the question is whether a text mentions a name."""
+    words = re.findall(r"[\w.]+(?:-[\w.]+)*", text)
+    parts = [p for w in words for p in w.split("-")]
+    grams = {squash(w) for w in words + parts} | {squash(a + b) for a, b in zip(words, words[1:])}
+    grams.discard("")
+    return grams
+
+
 def mentions(question: str, names: set[str], known: Callable[[str], bool] | None = None) -> bool:
     """Whether the question mentions one of ``names`` (squashed): as one to three adjacent words,
     exactly, or with a typo (``FUZZY_NAME``) in a word typed in lower case that is not a word the

@@ -127,7 +127,7 @@ class KeywordIndex:
         self.max_idf = math.log(1 + max(n, 1))
         self._words: list[str] | None = None
         self._corrections: dict[str, str] = {}  # memo: difflib scans the whole vocabulary
-        self._known: dict[str, bool] = {}  # memo: bm25s' tokenizer costs ~0.1 ms a call
+        self._word_tokens: dict[str, list[str]] = {}  # memo: bm25s' tokenizer costs ~0.1 ms a call
 
     @classmethod
     def build(cls, pages: Iterable[tuple[list[str], list[str]]]) -> KeywordIndex:
@@ -216,20 +216,23 @@ class KeywordIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _tokens(self, word: str) -> list[str]:
+        """``tokenize`` of one word, memoised: the name checks ask about the same words per query."""
+        found = self._word_tokens.get(word)
+        if found is None:
+            if len(self._word_tokens) > 100_000:
+                self._word_tokens.clear()
+            found = self._word_tokens[word] = tokenize([word])[0]
+        return found
+
     def known(self, word: str) -> bool:
         """Whether the collection uses ``word`` (all its stemmed tokens are in the vocabulary)."""
-        found = self._known.get(word)
-        if found is None:
-            tokens = tokenize([word])[0]
-            found = bool(tokens) and all(t in self.bm25.vocab_dict for t in tokens)
-            if len(self._known) > 100_000:
-                self._known.clear()
-            self._known[word] = found
-        return found
+        tokens = self._tokens(word)
+        return bool(tokens) and all(t in self.bm25.vocab_dict for t in tokens)
 
     def common(self, word: str) -> bool:
         """Whether ``word`` is one ordinary word that many chunks use (so not a paper's name)."""
-        tokens = tokenize([word])[0]
+        tokens = self._tokens(word)
         if len(tokens) != 1 or tokens[0] not in self.bm25.vocab_dict:
             return False
         i = self.bm25.vocab_dict[tokens[0]]
