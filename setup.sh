@@ -13,6 +13,9 @@ if [ "$(uname -m)" = x86_64 ]; then
 else
   export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 fi
-echo "installing paperchat into .venv (the first run compiles llama.cpp: 7-20 minutes)…"
-.venv/bin/python -m pip install --quiet --progress-bar off -c requirements.lock -e ".[test]"
+echo "installing paperchat into .venv (the first run compiles llama.cpp: 5-20 minutes)…"
+# Every package at the version CI tested, hash-checked (requirements.lock: uv pip compile, see its header),
+# then paperchat itself with the embedded model (local), the eval's plots (eval) and the test tools.
+.venv/bin/python -m pip install --quiet --progress-bar off --require-hashes -r requirements.lock
+.venv/bin/python -m pip install --quiet --progress-bar off --no-deps -e ".[local,eval,test]"
 echo "done: .venv/bin/paperchat --help"

@@ -9,26 +9,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from llama_index.core import PromptTemplate, VectorStoreIndex
-from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.indices.prompt_helper import PromptHelper
-from llama_index.core.llms import CustomLLM
-from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.query_engine import CitationQueryEngine
 from llama_index.core.query_engine.citation_query_engine import CITATION_QA_TEMPLATE, CITATION_REFINE_TEMPLATE
 from llama_index.core.response_synthesizers import ResponseMode, get_response_synthesizer
-from pydantic import PrivateAttr
-from tokenizers import Tokenizer
 
 from rag import Engine
-from rag.embedding import TOKENIZER_PATH
-from rag.llm import LLM
+from rag.llamaindex import LlamaIndexLLM, token_counter
 
 _MARKER = re.compile(r"\[(\d+)\]")
 # llama-index's condense prompt (CondenseQuestionChatEngine), written out so no global default is used.
@@ -37,48 +29,6 @@ CONDENSE_PROMPT = PromptTemplate(
     "message to be a standalone question that captures all relevant context from the conversation.\n\n"
     "<Chat History>\n{chat_history}\n\n<Follow Up Message>\n{question}\n\n<Standalone question>\n"
 )
-
-
-class WrappedLLM(CustomLLM):
-    """Our LLM backend behind llama-index's LLM interface (completion only, one user message)."""
-
-    context_window: int = 4096
-    num_output: int = 160
-    model_name: str = "paperchat-llm"
-    _inner: Any = PrivateAttr()
-
-    def __init__(self, inner: LLM, **kwargs: Any) -> None:
-        super().__init__(callback_manager=CallbackManager([]), **kwargs)
-        self._inner = inner
-
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(context_window=self.context_window, num_output=self.num_output,
-                           model_name=self.model_name, is_chat_model=False)
-
-    def _deltas(self, prompt: str) -> Iterator[str]:
-        return self._inner.stream([{"role": "user", "content": prompt}], max_tokens=self.num_output, temperature=0.0)
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text="".join(self._deltas(prompt)))
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        def gen() -> CompletionResponseGen:
-            text = ""
-            for delta in self._deltas(prompt):
-                text += delta
-                yield CompletionResponse(text=text, delta=delta)
-
-        return gen()
-
-
-def token_counter() -> Callable[[str], list[int]]:
-    """A local tokenizer for llama-index's chunk and prompt sizing (its default, tiktoken, downloads)."""
-    tok = Tokenizer.from_file(str(TOKENIZER_PATH))
-    tok.no_truncation()
-    return lambda text: tok.encode(text, add_special_tokens=False).ids
 
 
 @dataclass
@@ -96,7 +46,8 @@ class CitationBaseline:
     def __init__(self, engine: Engine, top_k: int | None = None) -> None:
         s = engine.settings
         tokenizer = token_counter()
-        self.llm = WrappedLLM(engine.llm, context_window=s.n_ctx, num_output=s.max_tokens)
+        # Completion mode, as before the adapter moved to rag/: one user message per prompt.
+        self.llm = LlamaIndexLLM(engine.llm, context_window=s.n_ctx, num_output=s.max_tokens, chat_model=False)
         index = VectorStoreIndex.from_vector_store(engine.store.vector_store, embed_model=engine.embed_model)
         synthesizer = get_response_synthesizer(
             llm=self.llm,

@@ -103,8 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         from .scale import main as scale_main
 
         return scale_main([a for a in argv if a != "--scale"])
+    if any(a in ("--load", "--soak") or a.startswith("--soak=") for a in argv):
+        # concurrent sessions against the page / a long run of questions (eval/load.py, own options)
+        from .load import main as load_main
+
+        return load_main(argv)
     parser = argparse.ArgumentParser(prog="paperchat bench", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", action="store_true", help="the scale benchmark instead (see --scale --help)")
+    parser.add_argument("--load", action="store_true",
+                        help="the load test instead: concurrent sessions against the page (see --load --help)")
+    parser.add_argument("--soak", type=int, nargs="?", metavar="N",
+                        help="the soak test instead: N questions in a row through one engine (see eval/load.py)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     parser.add_argument("--no-baseline", action="store_true", help="skip the llama-index baseline")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-start subprocess runs")

@@ -10,6 +10,11 @@ the same vector space at a fraction of the cost, so retrieval can be measured at
 model would take hours to embed on 2 cores; their ingestion figures are marked ``mean-vectors``.
 Queries are always embedded by the real model. Results: eval/results/scale.json and scale.png;
 ``--sizes 300000 --add`` measures a size on its own and merges it into the saved results.
+
+With an embedding server (``PAPERCHAT_EMBED_BASE_URL``/``_MODEL``, or ``--embed-server URL
+--embed-model NAME``) it also ingests ``--embed-papers`` synthetic papers into fresh stores with the
+local MiniLM and with the server, and reports both papers/s (eval/results/scale-embedding.json);
+``--embed-only`` measures just that.
 """
 
 from __future__ import annotations
@@ -153,6 +158,28 @@ def measure_one(n: int, mean_vectors: bool, work: Path, trace: bool = True) -> d
     }
 
 
+def compare_embeddings(n: int, work: Path, settings: Settings) -> dict[str, Any]:
+    """Ingestion papers/s of ``n`` synthetic papers into fresh stores: local MiniLM, then the server."""
+    from rag.embedding import MiniLMEmbedding, make_embedding
+    from rag.store import Store
+
+    corpus = write_corpus(work / f"embed-papers-{n}.txt", n)
+    rows = []
+    for label in ("local", "server"):
+        embed = make_embedding(settings) if label == "server" else MiniLMEmbedding(threads=settings.embed_threads)
+        store = Store(Settings(data_dir=work / f"embed-{label}", default_corpus=None), embed)
+        start = time.perf_counter()
+        report = store.ingest(corpus, progress=sys.stderr.isatty())
+        seconds = time.perf_counter() - start
+        rows.append({"embedding": label, "model": embed.model_name, "papers": n, "chunks": report.chunks,
+                     "ingest_s": round(seconds, 1), "papers_per_s": round(n / seconds, 2)})
+        if label == "server":  # the batch actually used (smaller when the server answers per token)
+            rows[-1].update(server=settings.embed_base_url, batch=getattr(embed, "batch", None),
+                            concurrency=settings.embed_concurrency, token_level=getattr(embed, "token_level", None))
+        print(json.dumps(rows[-1]), flush=True)
+    return {"papers": n, "rows": rows, "server_vs_local": round(rows[1]["papers_per_s"] / rows[0]["papers_per_s"], 3)}
+
+
 def extrapolate(rows: list[dict[str, Any]], key: str, sizes: list[int]) -> dict[int, float]:
     """Fit key = a * papers^b through the two largest sizes (log-log) and evaluate at ``sizes``.
 
@@ -203,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--add", action="store_true",
                         help="keep the rows of other sizes already in OUT/scale.json (measure big sizes separately)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--embed-server", metavar="URL",
+                        help="an OpenAI-compatible embedding server to compare with the local model "
+                        "(default: PAPERCHAT_EMBED_BASE_URL)")
+    parser.add_argument("--embed-model", metavar="NAME", help="its model (default: PAPERCHAT_EMBED_MODEL)")
+    parser.add_argument("--embed-papers", type=int, default=200, help="papers ingested with each embedding")
+    parser.add_argument("--embed-only", action="store_true",
+                        help="only compare the local and the server embedding (no collection sizes)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size here
     parser.add_argument("--mean-vectors", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-trace", action="store_true", help=argparse.SUPPRESS)
@@ -211,6 +245,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(measure_one(args.one, args.mean_vectors, args.work, trace=not args.no_trace)))
         return 0
+    overrides = {k: v for k, v in (("embed_base_url", args.embed_server), ("embed_model", args.embed_model)) if v}
+    try:
+        embed_settings = Settings(**overrides)
+    except ValueError as e:  # pydantic's ValidationError: the first message is the one that matters
+        parser.error(e.errors()[0]["msg"] if hasattr(e, "errors") else str(e))
+    if args.embed_only and not embed_settings.embed_base_url:
+        parser.error("--embed-only needs an embedding server: --embed-server URL --embed-model NAME")
+    if not args.embed_only:
+        sweep(args)
+    if embed_settings.embed_base_url:
+        with tempfile.TemporaryDirectory() as tmp:
+            comparison = compare_embeddings(args.embed_papers, Path(tmp), embed_settings)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "scale-embedding.json").write_text(json.dumps(comparison, indent=1))
+        print(json.dumps(comparison, indent=1))
+    return 0
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """Measure each collection size in its own process and save scale.json and scale.png."""
     sizes = [int(x) for x in args.sizes.split(",")]
     saved = args.out / "scale.json"
     rows = [r for r in json.loads(saved.read_text())["rows"] if r["papers"] not in sizes] if args.add else []
@@ -240,7 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "scale.json").write_text(json.dumps(report, indent=1))
     plot(rows, args.out / "scale.png")
     print(json.dumps(report.get("extrapolated", {}), indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ from rag.settings import DEFAULT_CORPUS
 
 HERE = Path(__file__).parent
 QUESTIONS = HERE / "questions.jsonl"
-RESULTS = HERE / "results"
+# Results go to the working directory (or --out), never into the installed package; the figures
+# committed with the project were written with --out eval/results.
+RESULTS = Path("eval-results")
 TYPES = ("factoid", "paraphrase", "multi", "unanswerable", "follow-up")
 
 

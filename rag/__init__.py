@@ -16,6 +16,7 @@ from pathlib import Path
 from .answer import Answer, Engine, QuestionError
 from .citations import Citation
 from .corpus import CorpusError, Paper, load_papers
+from .embedding import EmbeddingError, EmbeddingModelError
 from .llm import LLMError, Message
 from .prompts import ABSTAIN_TEXT, REFUSAL_SENTINEL
 from .retrieve import Hit
@@ -23,7 +24,8 @@ from .settings import Settings
 from .store import IngestReport, StoreError
 
 __all__ = [
-    "ABSTAIN_TEXT", "REFUSAL_SENTINEL", "Answer", "Citation", "CorpusError", "Engine", "Hit", "IngestReport",
+    "ABSTAIN_TEXT", "REFUSAL_SENTINEL", "Answer", "Citation", "CorpusError", "EmbeddingError",
+    "EmbeddingModelError", "Engine", "Hit", "IngestReport",
     "LLMError", "Paper", "QuestionError", "Settings", "StoreError", "ask", "ask_stream", "default_engine",
     "ingest", "load_papers", "retrieve",
 ]

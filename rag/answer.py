@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -26,6 +26,9 @@ from .retrieve import Hit, HybridRetriever, content_terms
 from .settings import Settings
 from .store import IngestReport, ProgressCallback, Store, ingest_files
 from .tuning import ELLIPSIS_TERMS, LIST_CANDIDATES, LIST_COVERAGE, LIST_SIMILARITY, RANK_PENALTY
+
+if TYPE_CHECKING:
+    from .llamaindex import LlamaIndexLLM, PaperChatEngine, PaperQueryEngine, PaperRetriever
 
 
 @dataclass
@@ -206,9 +209,9 @@ class Engine:
     ) -> None:
         self.settings = settings or Settings()
         if embed_model is None:
-            from .embedding import MiniLMEmbedding
+            from .embedding import make_embedding
 
-            embed_model = MiniLMEmbedding(threads=self.settings.embed_threads)
+            embed_model = make_embedding(self.settings)
         self.embed_model = embed_model
         self.store = Store(self.settings, embed_model)
         self.retriever = HybridRetriever(self.store, embed_model, self.settings)
@@ -237,6 +240,31 @@ class Engine:
     def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
         """The best ``k`` papers for a question."""
         return self.retriever.retrieve(check_question(question, self.settings.max_question_chars), k)
+
+    # ----- llama-index objects (rag/llamaindex.py) -----------------------------------------
+    def as_retriever(self, similarity_top_k: int | None = None) -> PaperRetriever:
+        """This engine's retrieval as a llama-index ``BaseRetriever`` returning ``NodeWithScore``."""
+        from .llamaindex import PaperRetriever
+
+        return PaperRetriever(self, similarity_top_k)
+
+    def as_query_engine(self) -> PaperQueryEngine:
+        """A llama-index query engine answering with :meth:`ask` (citations in ``metadata``)."""
+        from .llamaindex import PaperQueryEngine
+
+        return PaperQueryEngine(self)
+
+    def as_chat_engine(self) -> PaperChatEngine:
+        """A llama-index chat engine (``chat``, ``stream_chat``) that reads follow-ups in context."""
+        from .llamaindex import PaperChatEngine
+
+        return PaperChatEngine(self)
+
+    def as_llama_index_llm(self) -> LlamaIndexLLM:
+        """This engine's LLM behind llama-index's LLM interface."""
+        from .llamaindex import LlamaIndexLLM
+
+        return LlamaIndexLLM(self.llm, context_window=self.settings.n_ctx, num_output=self.settings.max_tokens)
 
     # ----- model -------------------------------------------------------------------------
     @property

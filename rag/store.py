@@ -10,8 +10,12 @@ changes (see :meth:`Store.stamp`), which tells a saved keyword index whether it 
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import os
+import shutil
+import sqlite3
 import sys
 import time
 import uuid
@@ -42,6 +46,9 @@ STAMP = "paperchat_stamp"
 #: Collection metadata: 2 once every record carries ``title_key`` (stores from before it get it on
 #: their first ingest).
 SCHEMA, SCHEMA_VERSION = "paperchat_schema", 2
+#: Collection metadata: the length of the vectors, beside the ``embedding_model`` name (stores
+#: from before it have the name only).
+EMBEDDING_DIMENSION = "embedding_dimension"
 #: Characters Chroma's (Rust) regex syntax needs escaped.
 _REGEX_META = frozenset("\\.+*?()|[]{}^$#&-~")
 #: Called with (papers done, papers in the file) while a file is ingested.
@@ -49,7 +56,89 @@ ProgressCallback = Callable[[int, int], None]
 
 
 class StoreError(RuntimeError):
-    """The store is missing, damaged, or was built with another embedding model."""
+    """The store is missing, damaged, unreachable, or was built with another embedding model."""
+
+
+# Raised by our own mistakes, not by Chroma or the disk: never dressed up as a store failure.
+_PROGRAMMING_ERRORS = (TypeError, AttributeError, KeyError, IndexError, AssertionError, NotImplementedError)
+
+
+def _disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    text = str(error).lower()
+    return isinstance(error, sqlite3.Error) and ("full" in text or "disk i/o" in text) or "no space left" in text
+
+
+#: Below this much free space on the store's disk, a failed write is reported as a full disk.
+#: Chroma's own message for it is "Error in compaction: Failed to apply logs to the metadata
+#: segment" (measured on a 6 MB tmpfs); the store needs room for its write-ahead log and compaction.
+LOW_DISK_BYTES = 64 << 20
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free space on the disk holding ``path`` (its nearest existing parent); None if unknown."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
+
+
+def _collection_missing(error: BaseException) -> bool:
+    from chromadb.errors import NotFoundError
+
+    return isinstance(error, NotFoundError) or "does not exist" in str(error)
+
+
+def store_failure(settings: Settings, error: Exception) -> StoreError:
+    """What a failure of Chroma (or of the disk under it) means for the user, and what to do."""
+    import httpx
+
+    where = f"the Chroma server at {settings.chroma_url}" if settings.chroma_url else f"the store at {settings.chroma_path}"
+    if isinstance(error, httpx.TimeoutException):
+        return StoreError(f"{where} did not answer within {settings.chroma_timeout_s:g} s (it may be overloaded "
+                          "or stopped); try again once it answers (PAPERCHAT_CHROMA_TIMEOUT_S sets the wait)")
+    if isinstance(error, (httpx.TransportError, ConnectionError)):
+        return StoreError(f"cannot reach {where} ({error}): start it again (chroma run …) or check "
+                          "PAPERCHAT_CHROMA_URL; the next question works once it answers, without a restart")
+    if _collection_missing(error):
+        return StoreError(f"the collection {settings.collection!r} no longer exists in {where} (deleted by another "
+                          "client?); it is empty now: add the papers again with paperchat ingest FILE, or "
+                          "paperchat rebuild")
+    free = None if settings.chroma_url else free_bytes(settings.chroma_path)
+    if _disk_full(error) or (free is not None and free < LOW_DISK_BYTES):
+        left = f"{free / 2**20:.1f} MB free" if free is not None else "full"
+        return StoreError(f"the disk holding {where} is full ({left}; {type(error).__name__}: {error}): free some "
+                          "space, then run the same command again; the papers stored before are kept whole and "
+                          "an ingest goes on where it stopped")
+    return StoreError(f"{where} failed ({type(error).__name__}: {error}); if this repeats, {REBUILD_HINT}")
+
+
+class _Guarded:
+    """A Chroma client or collection whose calls fail with :class:`StoreError` (what broke and what
+    to do) instead of chromadb's, httpx's or sqlite's own exceptions."""
+
+    def __init__(self, target: Any, store: Store) -> None:
+        self._target, self._store = target, store
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return value(*args, **kwargs)
+            except (StoreError, *_PROGRAMMING_ERRORS):
+                raise
+            except Exception as e:
+                raise self._store.failure(e) from e
+
+        return call
 
 
 @dataclass
@@ -86,6 +175,10 @@ class IngestReport:
                 f"{self.unchanged} unchanged ({self.chunks} chunks embedded in {self.seconds:.1f} s)")
 
 
+def _model_text(name: object, dimension: object) -> str:
+    return f"{name!r} ({dimension} dimensions)" if dimension else f"{name!r} (dimension unknown)"
+
+
 def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
     it = iter(items)
     while batch := list(islice(it, n)):
@@ -102,12 +195,21 @@ def open_client(settings: Settings) -> Any:
         if url.scheme not in ("http", "https") or not url.hostname:
             raise StoreError(f"PAPERCHAT_CHROMA_URL {settings.chroma_url!r} is not an http(s)://host:port URL")
         try:
-            return chromadb.HttpClient(
+            client = chromadb.HttpClient(
                 host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
                 ssl=url.scheme == "https", headers=settings.chroma_headers, settings=chroma_settings,
             )
         except Exception as e:  # chromadb raises plain ValueError/ConnectionError here
             raise StoreError(f"cannot reach the Chroma server at {settings.chroma_url}: {e}") from e
+        # chromadb's HTTP session waits forever (timeout=None): a stopped server would hang every question.
+        session = getattr(getattr(client, "_server", None), "_session", None)
+        if session is None:
+            log.warning("cannot set a timeout on this chromadb version's HTTP client")
+        else:
+            import httpx
+
+            session.timeout = httpx.Timeout(settings.chroma_timeout_s, connect=min(10.0, settings.chroma_timeout_s))
+        return client
     path = settings.chroma_path
     if path.exists() and not (path / "chroma.sqlite3").is_file():
         raise StoreError(f"{path} exists but holds no Chroma store (chroma.sqlite3 is missing): {REBUILD_HINT}")
@@ -124,30 +226,55 @@ class Store:
     def __init__(self, settings: Settings, embed_model: BaseEmbedding) -> None:
         self.settings = settings
         self.embed_model = embed_model
-        self.client = open_client(settings)
+        self.client = _Guarded(open_client(settings), self)
+        self._lost = False  # the collection was deleted behind our back: create it again on next use
         self._open_collection()
         self._count: tuple[str, int] | None = None  # (stamp, papers) of the last paper_count()
 
+    @property
+    def collection(self) -> Any:
+        """The Chroma collection (guarded: failures are :class:`StoreError`)."""
+        if self._lost:
+            # Deleted by another client: a new, empty one, so the next ingest or question works.
+            self._lost = False
+            self._open_collection()
+        return self._collection
+
+    def failure(self, error: Exception) -> StoreError:
+        """The :class:`StoreError` for a failed Chroma call (see :func:`store_failure`)."""
+        if _collection_missing(error):
+            self._lost = True
+            self._count = None
+        return store_failure(self.settings, error)
+
     def _open_collection(self) -> None:
         settings, embed_model = self.settings, self.embed_model
+        # The vectors' length, when the model states it (MiniLM and server embeddings do).
+        dimension = getattr(embed_model, "dimension", None)
+        dimension = dimension if isinstance(dimension, int) and dimension > 0 else None
         try:
-            self.collection = self.client.get_or_create_collection(
+            collection = self.client.get_or_create_collection(
                 settings.collection,
                 metadata={"hnsw:space": "cosine", "embedding_model": embed_model.model_name,
-                          STAMP: uuid.uuid4().hex, SCHEMA: SCHEMA_VERSION},
+                          STAMP: uuid.uuid4().hex, SCHEMA: SCHEMA_VERSION,
+                          **({EMBEDDING_DIMENSION: dimension} if dimension else {})},
                 # None: Chroma must never embed on its own (its default downloads a model).
                 embedding_function=None,
             )
-            metadata = self.collection.metadata or {}
+            metadata = collection.metadata or {}
+        except StoreError:
+            raise
         except Exception as e:
             raise StoreError(f"the store's collection {settings.collection!r} cannot be read ({e}): {REBUILD_HINT}") from e
-        stored_model = metadata.get("embedding_model")
-        if stored_model != embed_model.model_name:
+        stored_model, stored_dimension = metadata.get("embedding_model"), metadata.get(EMBEDDING_DIMENSION)
+        if stored_model != embed_model.model_name or (stored_dimension and dimension and stored_dimension != dimension):
             raise StoreError(
-                f"the store was built with the embedding model {stored_model!r}, not "
-                f"{embed_model.model_name!r}: {REBUILD_HINT}"
+                f"the store was built with the embedding model {_model_text(stored_model, stored_dimension)}, "
+                f"but the configured one is {_model_text(embed_model.model_name, dimension)} (PAPERCHAT_EMBED_* "
+                f"settings); their vectors cannot be mixed: {REBUILD_HINT}, or configure the store's model"
             )
-        self.vector_store = ChromaVectorStore(chroma_collection=self.collection)
+        self._collection = _Guarded(collection, self)
+        self.vector_store = ChromaVectorStore(chroma_collection=self._collection)
 
     # ----- reading -------------------------------------------------------------------------
     def count(self) -> int:
@@ -301,6 +428,11 @@ class Store:
         report = IngestReport(path=path)
         show = progress if progress is not None else sys.stderr.isatty()
         report.papers = check_file(path, max_papers, show)  # nothing is written until the whole file is read
+        free = None if self.settings.chroma_url else free_bytes(self.settings.chroma_path)
+        if free is not None and free < LOW_DISK_BYTES:  # found before the first write, not half way
+            raise StoreError(f"the disk holding the store at {self.settings.chroma_path} has {free / 2**20:.1f} MB "
+                             f"free (at least {LOW_DISK_BYTES >> 20} MB needed to write): free some space, then run "
+                             "the same command again; nothing was written")
         self._add_title_keys()
         # Memory stays flat however big the file: one batch of papers at a time, and what is stored
         # is looked up per batch in Chroma rather than held for the whole collection.

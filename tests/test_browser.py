@@ -71,16 +71,16 @@ def test_markup_in_a_question_is_shown_as_text(page):
     assert "<img src=x" in page.locator("#chat [data-testid='user']").last.inner_text()
 
 
-def test_two_users_at_once_are_queued_not_failed(app, browser):
+def test_two_users_at_once_are_both_answered(app, browser):
     pages = [open_page(browser, app)[0] for _ in range(2)]
-    # The first answer must last long enough to be seen waiting on: saved prompt states answer the
+    # The first answer must last long enough to be overlapped: saved prompt states answer the
     # Qwen2.5-1M question in ~1 s, CacheBlend's answer is long (~4 s).
     questions = ["How does CacheBlend reuse KV caches?", "What prefill speed does mllm-NPU reach?"]
     turns: dict[int, str] = {}
     errors: list[BaseException] = []
 
     # Playwright's sync API is single-threaded: submit both, then wait for each in turn. The second
-    # is sent once the first is being answered; sent together, either could reach the queue first.
+    # is sent once the first is being answered; sent together, either could reach the page first.
     for i, (p, q) in enumerate(zip(pages, questions)):
         p.fill("#question textarea", q)
         p.press("#question textarea", "Enter")
@@ -88,10 +88,10 @@ def test_two_users_at_once_are_queued_not_failed(app, browser):
             p.wait_for_function(f"""() => {{ const b = document.querySelectorAll("{BOT_MESSAGES}");
                 return b.length && b[0].innerText.trim() && !b[0].innerText.includes("{WAITING_TEXT}"); }}""",
                                 polling=50, timeout=60_000)
-    # The second user sees their question and its place in the queue while the first is answered.
+    # The second user sees their question at once, while the first is answered (the page works on
+    # up to PAPERCHAT_UI_CONCURRENCY questions at once; the model writes one answer at a time).
     pages[1].wait_for_function(
-        "() => /queue: 1\\/1/.test(document.querySelector('#chat').innerText)", polling=50, timeout=30_000)
-    assert questions[1] in pages[1].inner_text("#chat")
+        f"() => document.querySelector('#chat').innerText.includes({questions[1]!r})", polling=50, timeout=30_000)
     for i, p in enumerate(pages):
         try:
             p.wait_for_function("() => document.querySelector('#sources').innerText.includes('complete')",

@@ -97,3 +97,24 @@ def test_instructions_in_an_abstract_do_not_steer_the_answer(tmp_path):
     for question in ("How much memory does CachePilot save?", "What does CachePilot do?"):
         answer = engine.ask(question)
         assert "HACKED" not in answer.text.upper(), answer.text
+
+
+def test_llama_index_retriever_evaluator_agrees_with_the_eval(engine):
+    """llama-index's RetrieverEvaluator over engine.as_retriever() gives the eval's own hit@1,
+    recall@5 and MRR on the question set (the same retrieval, measured by both)."""
+    from llama_index.core.evaluation import RetrieverEvaluator
+
+    from eval.suite import load_questions, retrieval_metrics
+
+    rows = [r for r in load_questions() if r["gold"]]
+    ours = retrieval_metrics(engine, rows)["hybrid"]
+    ids = {p.title: p.id for p in engine.store.papers().values()}
+    measured: dict[str, list[float]] = {"hit@1": [], "recall@5": [], "mrr": []}
+    for k, metric, name in [(1, "hit_rate", "hit@1"), (5, "recall", "recall@5"), (10, "mrr", "mrr")]:
+        evaluator = RetrieverEvaluator.from_metric_names([metric], retriever=engine.as_retriever(similarity_top_k=k))
+        for r in rows:
+            query = f"{r.get('history_question', '')} {r['question']}".strip()
+            result = evaluator.evaluate(query, expected_ids=[ids[t] for t in r["gold"]])
+            measured[name].append(result.metric_vals_dict[metric])
+    for name, values in measured.items():
+        assert abs(sum(values) / len(values) - ours[name]) < 1e-9, (name, sum(values) / len(values), ours[name])

@@ -12,7 +12,7 @@ import pytest
 
 from rag import LLMError, Settings
 from rag import weights
-from rag.llm import chatml, make_llm
+from rag.llm import make_llm
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
 
@@ -110,11 +110,6 @@ def test_settings_read_the_environment(monkeypatch, tmp_path):
     assert s.top_k == 2 and s.chroma_path == tmp_path / "chroma" and s.default_corpus is None
     with pytest.raises(ValueError):
         Settings(top_k=0)
-
-
-def test_chatml_template():
-    text = chatml([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
-    assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_long_texts_are_embedded_whole(minilm):

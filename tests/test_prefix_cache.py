@@ -4,7 +4,6 @@ import numpy as np
 
 from rag.answer import answer_messages, prompt_start
 from rag.citations import Source
-from rag.llm import chatml, chatml_prefix
 from rag.prefix_cache import PrefixCache, shared_prefix
 
 
@@ -38,6 +37,35 @@ def test_damaged_or_missing_state_files_are_dropped(tmp_path):
     assert len(PrefixCache(tmp_path, max_bytes=1 << 20)) == 0 and not list(tmp_path.iterdir())
 
 
+def test_a_state_damaged_in_place_is_never_loaded(tmp_path):
+    cache = PrefixCache(tmp_path, max_bytes=1 << 20)
+    cache.add([1, 2], b"abcdefgh")
+    key = PrefixCache.key([1, 2])
+    (tmp_path / f"{key}.state").write_bytes(b"abcdXfgh")  # same length, one byte changed
+    reopened = PrefixCache(tmp_path, max_bytes=1 << 20)
+    assert reopened.load(key) is None and len(reopened) == 0  # dropped: the model state is computed again
+    cache.add([3], b"xyz")
+    (tmp_path / f"{PrefixCache.key([3])}.digest").unlink()  # a state saved without its digest (older paperchat)
+    assert len(PrefixCache(tmp_path, max_bytes=1 << 20)) == 0
+
+
+def test_a_full_disk_keeps_no_half_state(tmp_path, monkeypatch):
+    import pathlib
+
+    cache = PrefixCache(tmp_path, max_bytes=1 << 20)
+
+    def full(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    try:
+        cache.add([1, 2], b"abcd")
+    except OSError:
+        pass
+    monkeypatch.undo()
+    assert len(cache) == 0 and not list(tmp_path.iterdir())
+
+
 def test_least_recently_used_states_go_beyond_the_size_bound():
     cache = PrefixCache(None, max_bytes=10)
     cache.add([1], b"x" * 4)
@@ -45,12 +73,3 @@ def test_least_recently_used_states_go_beyond_the_size_bound():
     cache.load(PrefixCache.key([1]))  # [1] is now the more recently used
     cache.add([3], b"x" * 4)
     assert [1] in cache and [3] in cache and [2] not in cache and cache.size == 8
-
-
-def test_saved_prompt_start_is_a_prefix_of_the_answer_prompt():
-    first = Source(1, "p1", "CacheBlend", "It reuses KV caches.")
-    second = Source(2, "p2", "TurboRAG", "It precomputes KV caches.")
-    prompt = chatml(answer_messages([first, second], "How are KV caches reused?"))
-    assert prompt.startswith(chatml_prefix(prompt_start(first)))
-    assert prompt.startswith(chatml_prefix(prompt_start()))
-    assert chatml_prefix(prompt_start(first)).endswith("[1] CacheBlend\nIt reuses KV caches.\n")

@@ -94,7 +94,7 @@ def test_unreadable_saved_index_is_rebuilt(make_engine, caplog):
     (saved / "ids.offsets.npy").write_bytes(b"garbage")
     again = make_engine()
     assert again.retrieve("chunked prefill")[0].paper_id == engine.retrieve("chunked prefill")[0].paper_id
-    assert "cannot be read" in caplog.text
+    assert "damaged or incomplete: building it again" in caplog.text
 
 
 def test_removed_papers_are_not_returned_by_a_stale_keyword_index(make_engine):
@@ -109,3 +109,22 @@ def test_removed_papers_are_not_returned_by_a_stale_keyword_index(make_engine):
 def test_keyword_search_without_known_terms_is_empty(query):
     assert KeywordIndex.from_texts(["a"], ["chunked prefill"]).search(query, 3) == []
     assert KeywordIndex.from_texts([], []).search("prefill", 3) == []
+
+
+def test_a_damaged_saved_keyword_index_is_rebuilt_never_used(tmp_path):
+    from rag.retrieve import KeywordIndex
+
+    texts = [f"Paper {i} on {w} caches" for i, w in enumerate(["key", "value", "prefix", "paged"])]
+    index = KeywordIndex.from_texts([f"p{i}" for i in range(4)], texts)
+    index.save(tmp_path / "kw", "stamp-1")
+    assert KeywordIndex.load(tmp_path / "kw", "stamp-1") is not None
+    ids = tmp_path / "kw" / "ids.bin"
+    blob = bytearray(ids.read_bytes())
+    blob[0] ^= 1  # one flipped bit: same size, same structure, wrong ids
+    ids.write_bytes(bytes(blob))
+    assert KeywordIndex.load(tmp_path / "kw", "stamp-1") is None
+    (tmp_path / "kw" / "extra.npy").write_bytes(b"")  # a stray file is not part of the saved index
+    index.save(tmp_path / "kw", "stamp-1")
+    assert KeywordIndex.load(tmp_path / "kw", "stamp-1") is not None
+    (tmp_path / "kw" / "ids.bin").unlink()
+    assert KeywordIndex.load(tmp_path / "kw", "stamp-1") is None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import httpx
 import pytest
@@ -10,6 +11,8 @@ from rag import ABSTAIN_TEXT, Answer, Hit, LLMError, Settings
 from rag.citations import Citation
 from ui.app import (
     ABSTAIN_MARKDOWN,
+    STOPPED_DRAFT_NOTE,
+    STOPPED_TEXT,
     escape,
     WAITING_TEXT,
     add_papers,
@@ -20,8 +23,10 @@ from ui.app import (
     launch_options,
     paper_rows,
     respond,
+    stopped_chat,
 )
 
+from .conftest import FakeLLM
 from .test_answer import QUESTION, REPLY
 
 
@@ -168,3 +173,99 @@ def test_uploads_are_bounded_in_size_and_papers(make_engine, tmp_path):
     assert "larger than 1 MB" in add_papers(engine, str(big))
     assert len(engine.store.papers()) == 71
     assert launch_options(engine.settings)["max_file_size"] == "1mb"
+
+
+class OneAtATimeLLM(FakeLLM):
+    """Holds a lock while it streams, as LlamaCppLLM does: an abandoned stream would block the next question."""
+
+    def __init__(self, *replies: str) -> None:
+        super().__init__(*replies)
+        self.lock = threading.Lock()
+
+    def stream(self, messages, *, max_tokens, temperature):
+        if not self.lock.acquire(timeout=5):
+            raise AssertionError("the model is still held by a stopped answer")
+        try:
+            yield from super().stream(messages, max_tokens=max_tokens, temperature=temperature)
+        finally:
+            self.lock.release()
+
+
+def page_fn(page, name: str):
+    """The function the built page runs for an event (as Gradio calls it)."""
+    (fn,) = {f.fn for f in page.fns.values() if f.name == name}
+    return fn
+
+
+def test_stop_cancels_the_answer_and_frees_the_model_for_the_next_question(make_engine):
+    engine = make_engine()
+    engine._llm = llm = OneAtATimeLLM(REPLY, REPLY)
+    page = build(engine)
+    answers = {i for i, f in page.fns.items() if f.name == "answer"}
+    (stop,) = [f for f in page.fns.values() if f.cancels]
+    assert len(answers) == 2 and set(stop.cancels) == answers  # Enter and the Ask button
+    assert "stop" in {getattr(block, "elem_id", None) for block in page.blocks.values()}
+
+    answer = page_fn(page, "answer")
+    updates = answer(QUESTION, [], [])
+    for chat, *_ in updates:
+        if chat[-1]["content"] != WAITING_TEXT:
+            break  # the model is writing the draft
+    assert llm.lock.locked()
+    updates.close()  # what Gradio does on Stop
+    assert not llm.lock.locked()
+
+    *drafts, (chat, sources, turns, unfinished) = answer(QUESTION, [], [])  # the next question is answered
+    assert "Empowering 1000 tokens/second" in sources["value"] and len(turns) == 2
+    assert unfinished is False  # finished: the page leaves this answer as it is
+    assert drafts and all(update[3] is True for update in drafts)  # a Stop before the end marks it stopped
+
+
+def test_a_stopped_answer_says_so():
+    draft = [{"role": "user", "content": [{"type": "text", "text": "Q?"}]},
+             {"role": "assistant", "content": [{"type": "text", "text": "mllm-NPU reaches"}]}]
+    assert stopped_chat(draft) == [draft[0], {"role": "assistant",
+                                              "content": "mllm-NPU reaches\n\n" + STOPPED_DRAFT_NOTE}]
+    waiting = [draft[0], {"role": "assistant", "content": WAITING_TEXT}]  # stopped while queued
+    assert stopped_chat(waiting)[-1] == {"role": "assistant", "content": STOPPED_TEXT}
+    assert stopped_chat([]) == [] and stopped_chat(draft[:1]) == draft[:1]
+
+
+def test_header_and_paper_count_are_read_on_each_page_load(make_engine, tmp_path):
+    engine = make_engine()
+    page = build(engine)
+    (load,) = [f for f in page.fns.values() if f.name == "on_load"]
+    assert [event for _, event in load.targets] == ["load"]
+    on_load = load.fn
+    header, rows, count = on_load()
+    assert "**71 papers**" in header and count == "71 of 71 papers" and len(rows) == 71
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps({"title": "Zyxwv Decoding", "abstract": "Zyxwv decodes tokens in parallel."}) + "\n")
+    assert add_papers(engine, str(new)).startswith("✅")  # one visitor uploads
+    header, rows, count = on_load()  # the next visitor's page
+    assert "**72 papers**" in header and count == "72 of 72 papers" and "Zyxwv Decoding" in [r[0] for r in rows]
+
+
+def test_answers_run_side_by_side_and_uploads_one_at_a_time(make_engine):
+    engine = make_engine(ui_concurrency=3)
+    page = build(engine)
+    answers = [f for f in page.fns.values() if f.name == "answer"]
+    (upload,) = [f for f in page.fns.values() if f.name == "add_file"]
+    assert {(f.concurrency_id, f.concurrency_limit) for f in answers} == {("answer", 3)}
+    assert (upload.concurrency_id, upload.concurrency_limit) == ("ingest", 1)
+
+
+def test_an_answer_written_by_code_does_not_wait_for_the_model(make_engine):
+    engine = make_engine(ui_concurrency=2)
+    engine._llm = llm = OneAtATimeLLM(REPLY)
+    answer = page_fn(build(engine), "answer")
+    writing = answer(QUESTION, [], [])
+    for chat, *_ in writing:
+        if chat[-1]["content"] != WAITING_TEXT:
+            break  # the model is writing this answer and holds its lock
+    assert llm.lock.locked()
+    # Meanwhile another visitor's list question is answered by code, without the model.
+    *_, (chat, sources, turns, unfinished) = answer("Which papers reuse KV caches?", [], [])
+    assert llm.lock.locked() and unfinished is False
+    assert sources["value"].count("**&#91;") >= 2  # several cited papers, listed by code
+    writing.close()

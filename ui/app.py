@@ -14,7 +14,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from rag import ABSTAIN_TEXT, Answer, CorpusError, Engine, LLMError, QuestionError, Settings, StoreError
+from rag import (ABSTAIN_TEXT, Answer, CorpusError, EmbeddingError, EmbeddingModelError, Engine, LLMError,
+                 QuestionError, Settings, StoreError)
 from rag.llm import Message
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,19 @@ EXAMPLES = [
 ]
 #: Shown in the answer bubble until the first words arrive.
 WAITING_TEXT = "_Searching the papers…_"
+#: Replaces a bubble whose answer was stopped before it began.
+STOPPED_TEXT = "_Stopped._"
+#: Follows a draft that was stopped: the checks and citations come only with a finished answer.
+STOPPED_DRAFT_NOTE = "_Stopped: this draft was not checked against the papers._"
 #: The abstention as the chat shows it: a heading a reader cannot mistake for an answer.
 ABSTAIN_MARKDOWN = f"🚫 **Not in the collection.** {ABSTAIN_TEXT}"
 #: The paper list shows at most this many rows; searching narrows it.
 MAX_ROWS = 500
-# Every event that uses the engine (answers and ingest) shares one slot: the single embedded model
-# and the store see one request at a time, and later requests wait in the queue.
-ENGINE_SLOT = "engine"
+# Answers run up to ui_concurrency at a time: retrieval and the answers code writes (quotes, lists,
+# abstentions) do not wait behind the model, while the embedded model itself writes one answer at a
+# time (its lock, rag/llm.py). Uploads run one at a time in their own slot.
+ANSWER_SLOT = "answer"
+INGEST_SLOT = "ingest"
 
 CSS = """
 #sources.abstained { background: var(--background-fill-secondary); border-left: 4px solid #b45309;
@@ -94,6 +101,8 @@ def error_message(error: Exception) -> str:
         return f"⚠️ The language model failed: {escape(str(error))}"
     if isinstance(error, StoreError):
         return f"⚠️ The paper store cannot be read: {escape(str(error))}"
+    if isinstance(error, (EmbeddingError, EmbeddingModelError)):
+        return f"⚠️ The embedding model failed: {escape(str(error))}"
     return f"⚠️ Something went wrong ({type(error).__name__}): {escape(str(error))}. The details are in the server log."
 
 
@@ -124,6 +133,23 @@ def respond(
         if not isinstance(e, QuestionError):
             log.exception("answering %r failed", message)
         yield shown(error_message(e)), "", turns, False
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    """A chat message's text, as set here (a string) or as the page sends it back (text parts)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text") or "" for part in content or [] if isinstance(part, dict))
+
+
+def stopped_chat(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chat after Stop: the last answer bubble says it was stopped."""
+    if not chat or chat[-1].get("role") != "assistant":
+        return chat
+    draft = _message_text(chat[-1])
+    text = STOPPED_TEXT if draft in ("", WAITING_TEXT) else f"{draft}\n\n{STOPPED_DRAFT_NOTE}"
+    return [*chat[:-1], {"role": "assistant", "content": text}]
 
 
 def header_markdown(engine: Engine) -> str:
@@ -184,6 +210,7 @@ def build(engine: Engine) -> gr.Blocks:
         header = gr.Markdown(header_markdown(engine), elem_id="header")
         turns = gr.State([])  # the conversation as the engine sees it
         pending = gr.State("")  # the question between accept() and answer()
+        answering = gr.State(False)  # from accept() until answer() finished: still True after Stop
         with gr.Tab("Chat"):
             with gr.Row():
                 with gr.Column(scale=3):
@@ -194,6 +221,7 @@ def build(engine: Engine) -> gr.Blocks:
                                          show_label=False, autofocus=True, scale=5, elem_id="question",
                                          max_length=engine.settings.max_question_chars)
                         ask = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="ask")
+                        stop = gr.Button("Stop", variant="stop", scale=1, min_width=80, elem_id="stop")
                     with gr.Row():
                         gr.Examples(EXAMPLES, inputs=box, label="Try")
                         clear = gr.Button("Clear conversation", size="sm", scale=0, elem_id="clear")
@@ -208,9 +236,9 @@ def build(engine: Engine) -> gr.Blocks:
             table = gr.Dataframe(value=rows, headers=["Title", "From file", "Id"], interactive=False,
                                  wrap=True, max_height=480, elem_id="paper-list")
             gr.Markdown("**Add papers**: a JSONL file (`title`, `abstract`, optional `id`, `url`, `authors`, "
-                        "`year` per line) or a text file of title and abstract lines. The whole file is checked "
-                        "before anything is stored.")
-            upload = gr.File(label="Collection file", file_types=[".jsonl", ".txt"], elem_id="upload")
+                        "`year` per line; rows of the arXiv metadata snapshot work as they are) or a text file of "
+                        "title and abstract lines. The whole file is checked before anything is stored.")
+            upload = gr.File(label="Collection file", file_types=[".jsonl", ".json", ".txt"], elem_id="upload")
             add = gr.Button("Add to the collection", elem_id="add")
             status = gr.Markdown(elem_id="ingest-status")
 
@@ -218,17 +246,37 @@ def build(engine: Engine) -> gr.Blocks:
             # Not queued: the question shows at once, also while it waits for another user's answer.
             shown = [*(chat or []), {"role": "user", "content": escape(message)},
                      {"role": "assistant", "content": WAITING_TEXT}]
-            return shown, "", message
+            return shown, "", message, True
 
         def answer(message: str, state: list[Message], chat: list[dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
             before = (chat or [])[:-2]  # respond() adds the question and the answer bubble itself
+            # Stop makes Gradio close this generator at a yield. The generators below it (respond,
+            # the engine's answer, the model's stream) have no other owner, so they close with it
+            # and the model's lock is released for the next question in the queue.
+            # One step behind, so the last update (the checked answer) is the one that says "finished";
+            # an API client's result is that last update (the draft shows one delta later).
+            last: tuple[Any, ...] | None = None
             for shown, src, new_state, abstained in respond(engine, message, state or [], before):
-                yield shown, gr.update(value=src, elem_classes=["abstained"] if abstained else []), new_state
+                if last is not None:
+                    yield *last, True
+                last = (shown, gr.update(value=src, elem_classes=["abstained"] if abstained else []), new_state)
+            if last is not None:
+                yield *last, False
 
+        def after_answer(chat: list[dict[str, Any]], unfinished: bool) -> tuple[Any, ...]:
+            # Runs after every answer, finished or stopped; only a stopped one is still unfinished.
+            return (stopped_chat(chat or []), False) if unfinished else (gr.skip(), gr.skip())
+
+        answers: list[Any] = []
         for trigger in (box.submit, ask.click):
-            trigger(accept, [box, chatbot], [chatbot, box, pending], queue=False).then(
-                answer, [pending, turns, chatbot], [chatbot, sources, turns],
-                concurrency_id=ENGINE_SLOT, concurrency_limit=1)
+            answered = trigger(accept, [box, chatbot], [chatbot, box, pending, answering], queue=False).then(
+                answer, [pending, turns, chatbot], [chatbot, sources, turns, answering],
+                concurrency_id=ANSWER_SLOT, concurrency_limit=engine.settings.ui_concurrency)
+            answered.then(after_answer, [chatbot, answering], [chatbot, answering], queue=False)
+            answers.append(answered)
+        # Cancels a running answer (or one still waiting in the queue); see answer() for the model.
+        stop.click(None, None, None, cancels=answers, queue=False)
+
         def reset() -> tuple[Any, ...]:
             return [], gr.update(value="", elem_classes=[]), []
 
@@ -241,13 +289,20 @@ def build(engine: Engine) -> gr.Blocks:
 
         search.change(list_papers, search, [table, count_md], show_progress="hidden")
 
+        def on_load() -> tuple[Any, ...]:
+            # Read per visit, not once at build: a visitor after an upload sees the new count.
+            rows, count = paper_rows(engine)
+            return header_markdown(engine), rows, count
+
+        page.load(on_load, None, [header, table, count_md], show_progress="hidden")
+
         def add_file(file: str | None, query: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
             message = add_papers(engine, file, progress)
             rows, count = paper_rows(engine, query)
             return message, rows, count, header_markdown(engine), None  # None: the file box is ready again
 
         add.click(add_file, [upload, search], [status, table, count_md, header, upload],
-                  concurrency_id=ENGINE_SLOT, concurrency_limit=1)
+                  concurrency_id=INGEST_SLOT, concurrency_limit=1)
     return page
 
 
@@ -274,7 +329,7 @@ def launch_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve(engine: Engine, open_browser: bool = True, allow_without_login: bool = False) -> None:
-    """Serve the page on the configured host and port; one model request runs at a time, others queue."""
+    """Serve the page on the configured host and port; answers run ``ui_concurrency`` at a time, others queue."""
     check_exposure(engine.settings, allow_without_login)
     engine.warm_up()
     engine.prefill_in_background()  # saved prompt states: first words in ~1 s (see Engine.prefill_papers)
