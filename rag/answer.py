@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import threading
@@ -69,6 +70,11 @@ class Answer:
     #: The source sentence judged to answer best, with its scores (None for lists, comparisons
     #: and abstentions before evidence was ranked).
     evidence: Scored | None = None
+
+    def citation_dicts(self) -> list[dict[str, Any]]:
+        """The citations as plain dicts (n, paper_id, title, url, quote), for JSON and llama-index."""
+        return [{"n": c.n, "paper_id": c.paper_id, "title": c.title, "url": c.url, "quote": c.quote}
+                for c in self.citations]
 
 
 @dataclass
@@ -325,8 +331,16 @@ class Engine:
             done += prefill(prompt_start(Source(1, meta["paper_id"], meta["title"], evidence_text(body))))
         return done
 
-    def _generate(self, messages: list[Message], max_tokens: int) -> Iterator[str]:
-        return self.llm.stream(messages, max_tokens=max_tokens, temperature=self.settings.temperature)
+    def _generate(self, messages: list[Message], max_tokens: int, usage: dict[str, int] | None = None) -> Iterator[str]:
+        """The model's reply; ``usage`` gets this call's token counts. Our backends fill it per call
+        (the page answers several questions at once, so a backend's ``usage`` attribute may already
+        be another answer's); for others it is their ``usage`` attribute once the reply ends."""
+        llm, usage = self.llm, usage if usage is not None else {}
+        if "usage" in inspect.signature(llm.stream).parameters:
+            yield from llm.stream(messages, max_tokens=max_tokens, temperature=self.settings.temperature, usage=usage)
+        else:
+            yield from llm.stream(messages, max_tokens=max_tokens, temperature=self.settings.temperature)
+            usage.update(getattr(llm, "usage", {}))
 
     # ----- answering ---------------------------------------------------------------------
     def condense(self, question: str, history: list[Message]) -> str:
@@ -403,9 +417,10 @@ class Engine:
         if found is None:
             sentences = split_sentences(hit.text) or [hit.text]
             found = (sentences, np.asarray(self.embed_model.get_text_embedding_batch(sentences)))
-            self._sentence_cache[key] = found
-            if len(self._sentence_cache) > 4096:
-                self._sentence_cache.pop(next(iter(self._sentence_cache)))
+            with self._cache_lock:  # answers run side by side on the page
+                self._sentence_cache[key] = found
+                if len(self._sentence_cache) > 4096:
+                    self._sentence_cache.pop(next(iter(self._sentence_cache)), None)
         return found
 
     def relevant(self, question: str, hits: list[Hit], strict_names: bool = True) -> bool:
@@ -704,7 +719,8 @@ class Engine:
         timings["select_s"] = time.perf_counter() - t
         raw = ""
         emitted = 0
-        for delta in self._generate(messages, self.settings.max_tokens):
+        usage: dict[str, int] = {}
+        for delta in self._generate(messages, self.settings.max_tokens, usage):
             raw += delta
             # Hold text back while it could still be the refusal sentinel.
             head = raw.lstrip().upper()
@@ -714,7 +730,7 @@ class Engine:
                 timings["first_token_s"] = time.perf_counter() - start
             yield raw[emitted:]
             emitted = len(raw)
-        timings.update(self.llm.usage)
+        timings.update(usage)
         refused = prompts.REFUSAL_SENTINEL in raw.upper() or not raw.strip()
         text, citations = ("", []) if refused else attribute(raw, sources, self.retriever.term_weights())
         if citations and self.answers_question(text, standalone, turn, [sc for sc, _ in answering]):

@@ -70,12 +70,22 @@ class ChatTemplate:
             raise LLMError(f"the chat template {name or ''} is not a valid Jinja template: {e}") from e
         self.name = name
         self.bos_token, self.eos_token = bos_token, eos_token
+        # Some templates refuse a system turn (Mistral v0.1/v0.2, Gemma 1/2 raise on it): then the
+        # system prompt opens the first user turn, as those models were trained to read it.
+        self.fold_system = False
+        try:
+            self.render([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}])
+        except LLMError:
+            self.fold_system = True
         self.stop = list(dict.fromkeys([*self._stop_strings(), *(t for t in extra_stops if t)]))
 
     def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
         """The prompt for ``messages``, ending with an open assistant turn."""
         import jinja2
 
+        if self.fold_system and len(messages) > 1 and messages[0]["role"] == "system" and messages[1]["role"] == "user":
+            first = {**messages[1], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+            messages = [first, *messages[2:]]
         try:
             return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                          bos_token=self.bos_token, eos_token=self.eos_token)
@@ -102,6 +112,17 @@ class ChatTemplate:
         after = text.partition(_MARK)[2].strip()
         if after:
             stops.append(after.splitlines()[0].strip())
+        # And where a new user turn starts ("<|im_start|>user"): a model that opens one without
+        # closing its own would otherwise write a made-up question.
+        try:
+            text = self.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok" + _MARK},
+                                {"role": "user", "content": "again" + _MARK}], add_generation_prompt=False)
+        except LLMError:
+            text = ""
+        turn = text.partition(_MARK)[2].partition("again")[0]
+        turn = turn.removeprefix(stops[0] if stops else "").strip()
+        if turn:
+            stops.append(turn.splitlines()[0].strip())
         stops += [t for t in (self.eos_token, self.bos_token) if t]
         return list(dict.fromkeys(stops))
 

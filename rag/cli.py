@@ -42,8 +42,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
     return {
         "text": answer.text,
         "abstained": answer.abstained,
-        "citations": [{"n": c.n, "paper_id": c.paper_id, "title": c.title, "url": c.url, "quote": c.quote}
-                      for c in answer.citations],
+        "citations": answer.citation_dicts(),
         "timings": answer.timings,
     }
 

@@ -20,6 +20,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
+    ChatResponseAsyncGen,
     ChatResponseGen,
     CompletionResponse,
     CompletionResponseGen,
@@ -69,8 +70,7 @@ def hit_node(hit: Hit) -> NodeWithScore:
 def answer_metadata(answer: Answer) -> dict[str, Any]:
     """What a llama-index response carries of an answer besides its text."""
     return {
-        "citations": [{"n": c.n, "paper_id": c.paper_id, "title": c.title, "url": c.url, "quote": c.quote}
-                      for c in answer.citations],
+        "citations": answer.citation_dicts(),
         "abstained": answer.abstained,
         "abstain_reason": answer.abstain_reason,
         "written_by": answer.written_by,
@@ -178,8 +178,12 @@ class PaperChatEngine(BaseChatEngine):
         response = await self.achat(message, chat_history)
         done = ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=response.response),
                             delta=response.response)
+
+        async def one() -> ChatResponseAsyncGen:
+            yield done
+
         return CheckedStreamingResponse(response=response.response, source_nodes=response.source_nodes,
-                                        chat_stream=iter([done]), is_writing_to_memory=False,
+                                        chat_stream=iter([done]), achat_stream=one(), is_writing_to_memory=False,
                                         metadata=response.metadata)
 
 

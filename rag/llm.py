@@ -37,7 +37,8 @@ class LLM(Protocol):
     usage: dict[str, int]
 
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
-        """Yield the reply to ``messages`` as text deltas."""
+        """Yield the reply to ``messages`` as text deltas. A backend may also take ``usage=``, a dict
+        it fills with this call's token counts (the engine passes one when it does)."""
         ...
 
 
@@ -133,21 +134,23 @@ class LlamaCppLLM:
         return True
 
     # ----- generation --------------------------------------------------------------------
-    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float,
+               usage: dict[str, int] | None = None) -> Iterator[str]:
         tokens = self.tokenize(self.template.render(messages))
         with self._lock:
             if len(tokens) + max_tokens > self._llm.n_ctx():
                 raise LLMError(f"the prompt ({len(tokens)} tokens) does not fit the context window")
             self._start_from_best_state(tokens)
             completion_tokens = 0
-            self.usage = {"prompt_tokens": len(tokens), "completion_tokens": 0,
-                          "cached_tokens": shared_prefix(self._llm.input_ids[: self._llm.n_tokens], np.asarray(tokens))}
+            self.usage = calls = usage if usage is not None else {}
+            calls.update({"prompt_tokens": len(tokens), "completion_tokens": 0,
+                          "cached_tokens": shared_prefix(self._llm.input_ids[: self._llm.n_tokens], np.asarray(tokens))})
             for chunk in self._llm.create_completion(
                 tokens, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
                 stop=self.template.stop, stream=True,
             ):
                 completion_tokens += 1
-                self.usage["completion_tokens"] = completion_tokens
+                calls["completion_tokens"] = completion_tokens
                 text = chunk["choices"][0]["text"]
                 if text:
                     yield text
@@ -161,7 +164,7 @@ class OpenAICompatibleLLM:
 
         self.name = f"openai:{model}@{base_url}"
         self.model = model
-        self.timeout_s = timeout_s
+        self.timeout_s, self.retries = timeout_s, retries
         self.usage: dict[str, int] = {}
         # A local server needs no key, but the client insists on one.
         self._client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=retries)
@@ -182,12 +185,15 @@ class OpenAICompatibleLLM:
             raise LLMError(f"the LLM server at {self._client.base_url} has no model {self.model!r} "
                            f"(it has: {', '.join(models[:10])})")
 
-    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float,
+               usage: dict[str, int] | None = None) -> Iterator[str]:
         import httpx
         import openai
 
         url = self._client.base_url
-        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        # Per call: several answers stream from one server at once.
+        self.usage = calls = usage if usage is not None else {}
+        calls.update({"prompt_tokens": 0, "completion_tokens": 0})
         response = None
         try:
             response = self._client.chat.completions.create(
@@ -196,15 +202,16 @@ class OpenAICompatibleLLM:
             )
             for chunk in response:
                 if chunk.usage:
-                    self.usage = {"prompt_tokens": chunk.usage.prompt_tokens,
-                                  "completion_tokens": chunk.usage.completion_tokens}
+                    calls.update({"prompt_tokens": chunk.usage.prompt_tokens,
+                                  "completion_tokens": chunk.usage.completion_tokens})
                 if chunk.choices and chunk.choices[0].delta.content:
                     if not chunk.usage:
-                        self.usage["completion_tokens"] += 1
+                        calls["completion_tokens"] += 1
                     yield chunk.choices[0].delta.content
         # Errors while the stream is read come from httpx itself, not wrapped by the openai client.
         except (openai.APITimeoutError, httpx.TimeoutException) as e:
-            raise LLMError(f"the LLM server at {url} sent nothing for {self.timeout_s:g} s (overloaded or "
+            tries = f", {self.retries + 1} tries" if self.retries else ""
+            raise LLMError(f"the LLM server at {url} sent nothing for {self.timeout_s:g} s{tries} (overloaded or "
                            "stopped?); the unfinished answer was dropped: ask again once it answers "
                            "(PAPERCHAT_LLM_TIMEOUT_S sets the wait)") from e
         except (openai.APIConnectionError, httpx.TransportError) as e:

@@ -54,6 +54,11 @@ class PrefixCache:
         self._entries: dict[str, _Entry] = {}
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
+            # Files left by a crash between a state and its token list: never counted, so removed.
+            kept = {p.name.removesuffix(".tokens.npy") for p in folder.glob("*.tokens.npy")}
+            for path in folder.iterdir():
+                if path.name.split(".")[0] not in kept:
+                    path.unlink(missing_ok=True)
             for path in folder.glob("*.tokens.npy"):
                 key = path.name.removesuffix(".tokens.npy")
                 state = folder / f"{key}.state"
@@ -125,11 +130,12 @@ class PrefixCache:
                 with (self.folder / f"{key}.tokens.tmp").open("wb") as f:
                     np.save(f, arr)
                 (self.folder / f"{key}.tokens.tmp").replace(self.folder / f"{key}.tokens.npy")
-            except OSError:  # a full disk: the state is not kept, which only costs speed
+            except OSError as e:  # a full disk: the state is not kept, which only costs speed
+                log.warning("cannot save a model state in %s (%s): answers stay correct, only slower", self.folder, e)
                 self.discard(key)
                 for suffix in (".state.tmp", ".tokens.tmp"):
                     (self.folder / f"{key}{suffix}").unlink(missing_ok=True)
-                raise
+                return
             self._entries[key] = _Entry(arr, len(data), time.time(), digest=digest)
         total = self.size
         for old in sorted(self._entries, key=lambda k: self._entries[k].used):

@@ -189,13 +189,17 @@ class KeywordIndex:
         """Write the index to ``path`` (replaced whole: a crash leaves the old one or none)."""
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        self.bm25.save(str(tmp), show_progress=False)
-        np.save(tmp / "ids.offsets.npy", self.ids.offsets)
-        (tmp / "ids.bin").write_bytes(bytes(self.ids.blob))
-        # Written last: a folder without it is never loaded. The digests make a damaged file (a bad
-        # disk, a copy cut short) a rebuild instead of wrong search results.
-        digests = {f.name: _file_digest(f) for f in sorted(tmp.iterdir())}
-        (tmp / "stamp.json").write_text(json.dumps({"stamp": stamp, "chunks": len(self.ids), "digests": digests}))
+        try:
+            self.bm25.save(str(tmp), show_progress=False)
+            np.save(tmp / "ids.offsets.npy", self.ids.offsets)
+            (tmp / "ids.bin").write_bytes(bytes(self.ids.blob))
+            # Written last: a folder without it is never loaded. The digests make a damaged file (a
+            # bad disk, a copy cut short) a rebuild instead of wrong search results.
+            digests = {f.name: _file_digest(f) for f in sorted(tmp.iterdir())}
+            (tmp / "stamp.json").write_text(json.dumps({"stamp": stamp, "chunks": len(self.ids), "digests": digests}))
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no partial copy behind
+            raise
         old = path.with_name(f"{path.name}.old-{os.getpid()}-{threading.get_ident()}")
         if path.exists():
             path.rename(old)
@@ -276,11 +280,12 @@ class KeywordIndex:
         for t in terms:
             # Comparatives are folded on purpose (see content_terms): "cheap" is no typo of "cheaper".
             if len(t) >= 4 and t.isalpha() and t not in vocab and t not in _FOLDED:
-                if t not in self._corrections:
+                fixed = self._corrections.get(t)  # read once: another answer's thread may clear the memo
+                if fixed is None:
                     if len(self._corrections) > 100_000:
                         self._corrections.clear()
-                    self._corrections[t] = next(iter(get_close_matches(t, self._words, n=1, cutoff=0.8)), t)
-                t = self._corrections[t]
+                    fixed = self._corrections[t] = next(iter(get_close_matches(t, self._words, n=1, cutoff=0.8)), t)
+                t = fixed
             out.append(t)
         return out
 
@@ -326,7 +331,9 @@ class HybridRetriever:
                 if self._keywords is None:
                     self._keywords = self._build(stamp)
                 self._keywords_stamp = stamp
-            elif self._keywords_stamp != stamp:
+            elif self._keywords_stamp != stamp and not self.store.writing:
+                # (While this process ingests, every batch changes the stamp: queries keep the
+                # previous index until the ingest ends, as they do above the background threshold.)
                 if len(self._keywords) < self.settings.keyword_background_chunks:
                     self._keywords, self._keywords_stamp = self._build(stamp), stamp
                 elif self._rebuilding is None or not self._rebuilding.is_alive():

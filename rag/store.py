@@ -90,11 +90,21 @@ def free_bytes(path: Path) -> int | None:
 def _collection_missing(error: BaseException) -> bool:
     from chromadb.errors import NotFoundError
 
-    return isinstance(error, NotFoundError) or "does not exist" in str(error)
+    return isinstance(error, NotFoundError)
 
 
-def store_failure(settings: Settings, error: Exception) -> StoreError:
-    """What a failure of Chroma (or of the disk under it) means for the user, and what to do."""
+#: Chroma calls that write: only their failures can be a full disk.
+WRITES = frozenset({"add", "upsert", "update", "delete", "modify", "create_collection", "get_or_create_collection",
+                    "delete_collection"})
+
+
+def free_text(free: int) -> str:
+    return f"{free / 2**20:.1f} MB free"
+
+
+def store_failure(settings: Settings, error: Exception, write: bool = True) -> StoreError:
+    """What a failure of Chroma (or of the disk under it) means for the user, and what to do;
+    ``write``: the failed call was a write (a failed read is never blamed on a full disk)."""
     import httpx
 
     where = f"the Chroma server at {settings.chroma_url}" if settings.chroma_url else f"the store at {settings.chroma_path}"
@@ -108,9 +118,9 @@ def store_failure(settings: Settings, error: Exception) -> StoreError:
         return StoreError(f"the collection {settings.collection!r} no longer exists in {where} (deleted by another "
                           "client?); it is empty now: add the papers again with paperchat ingest FILE, or "
                           "paperchat rebuild")
-    free = None if settings.chroma_url else free_bytes(settings.chroma_path)
+    free = None if settings.chroma_url or not write else free_bytes(settings.chroma_path)
     if _disk_full(error) or (free is not None and free < LOW_DISK_BYTES):
-        left = f"{free / 2**20:.1f} MB free" if free is not None else "full"
+        left = free_text(free) if free is not None else "full"
         return StoreError(f"the disk holding {where} is full ({left}; {type(error).__name__}: {error}): free some "
                           "space, then run the same command again; the papers stored before are kept whole and "
                           "an ingest goes on where it stopped")
@@ -136,7 +146,7 @@ class _Guarded:
             except (StoreError, *_PROGRAMMING_ERRORS):
                 raise
             except Exception as e:
-                raise self._store.failure(e) from e
+                raise self._store.failure(e, write=name in WRITES) from e
 
         return call
 
@@ -194,6 +204,15 @@ def open_client(settings: Settings) -> Any:
         url = urlparse(settings.chroma_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise StoreError(f"PAPERCHAT_CHROMA_URL {settings.chroma_url!r} is not an http(s)://host:port URL")
+        import httpx
+
+        # chromadb's client talks to the server while it is built, with no time limit: ask first,
+        # with one, so a stopped server is an error at start, not a hang.
+        base = f"{url.scheme}://{url.netloc}"
+        try:
+            httpx.get(f"{base}/api/v2/heartbeat", headers=settings.chroma_headers, timeout=settings.chroma_timeout_s)
+        except httpx.HTTPError as e:
+            raise store_failure(settings, e, write=False) from e
         try:
             client = chromadb.HttpClient(
                 host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
@@ -206,8 +225,6 @@ def open_client(settings: Settings) -> Any:
         if session is None:
             log.warning("cannot set a timeout on this chromadb version's HTTP client")
         else:
-            import httpx
-
             session.timeout = httpx.Timeout(settings.chroma_timeout_s, connect=min(10.0, settings.chroma_timeout_s))
         return client
     path = settings.chroma_path
@@ -228,6 +245,8 @@ class Store:
         self.embed_model = embed_model
         self.client = _Guarded(open_client(settings), self)
         self._lost = False  # the collection was deleted behind our back: create it again on next use
+        #: Ingests running in this process (the page answers while an upload is written).
+        self.writing = 0
         self._open_collection()
         self._count: tuple[str, int] | None = None  # (stamp, papers) of the last paper_count()
 
@@ -240,12 +259,12 @@ class Store:
             self._open_collection()
         return self._collection
 
-    def failure(self, error: Exception) -> StoreError:
+    def failure(self, error: Exception, write: bool = True) -> StoreError:
         """The :class:`StoreError` for a failed Chroma call (see :func:`store_failure`)."""
         if _collection_missing(error):
             self._lost = True
             self._count = None
-        return store_failure(self.settings, error)
+        return store_failure(self.settings, error, write)
 
     def _open_collection(self) -> None:
         settings, embed_model = self.settings, self.embed_model
@@ -430,36 +449,40 @@ class Store:
         report.papers = check_file(path, max_papers, show)  # nothing is written until the whole file is read
         free = None if self.settings.chroma_url else free_bytes(self.settings.chroma_path)
         if free is not None and free < LOW_DISK_BYTES:  # found before the first write, not half way
-            raise StoreError(f"the disk holding the store at {self.settings.chroma_path} has {free / 2**20:.1f} MB "
-                             f"free (at least {LOW_DISK_BYTES >> 20} MB needed to write): free some space, then run "
+            raise StoreError(f"the disk holding the store at {self.settings.chroma_path} has {free_text(free)} "
+                             f"(at least {LOW_DISK_BYTES >> 20} MB needed to write): free some space, then run "
                              "the same command again; nothing was written")
-        self._add_title_keys()
-        # Memory stays flat however big the file: one batch of papers at a time, and what is stored
-        # is looked up per batch in Chroma rather than held for the whole collection.
-        with tqdm(total=report.papers, desc=f"ingest {path.name}", unit="paper", disable=not show) as bar:
-            for batch in _batched(iter_papers(path), self.settings.ingest_batch):
-                stored, by_title = self._stored(batch)
-                todo: list[Paper] = []
-                stale: set[str] = set()
-                for paper in batch:
-                    old = stored.get(paper.id)
-                    if old is not None and old.content_hash == paper.content_hash:
-                        report.unchanged += 1
-                        continue
-                    # A changed paper keeps its id (JSONL) or its title (text format).
-                    replaces = {old.id} if old else set()
-                    if (same_title := by_title.get(title_key(paper.title))) is not None:
-                        replaces.add(same_title)
-                    stale |= replaces
-                    report.replaced += bool(replaces)
-                    report.added += not replaces
-                    todo.append(paper)
-                if todo:
-                    report.chunks += self._write(todo, stale, source=path.name)
-                    report.replaced_ids += sorted(stale)
-                bar.update(len(batch))
-                if on_progress is not None:
-                    on_progress(report.added + report.replaced + report.unchanged, report.papers)
+        self.writing += 1
+        try:
+            self._add_title_keys()
+            # Memory stays flat however big the file: one batch of papers at a time, and what is stored
+            # is looked up per batch in Chroma rather than held for the whole collection.
+            with tqdm(total=report.papers, desc=f"ingest {path.name}", unit="paper", disable=not show) as bar:
+                for batch in _batched(iter_papers(path), self.settings.ingest_batch):
+                    stored, by_title = self._stored(batch)
+                    todo: list[Paper] = []
+                    stale: set[str] = set()
+                    for paper in batch:
+                        old = stored.get(paper.id)
+                        if old is not None and old.content_hash == paper.content_hash:
+                            report.unchanged += 1
+                            continue
+                        # A changed paper keeps its id (JSONL) or its title (text format).
+                        replaces = {old.id} if old else set()
+                        if (same_title := by_title.get(title_key(paper.title))) is not None:
+                            replaces.add(same_title)
+                        stale |= replaces
+                        report.replaced += bool(replaces)
+                        report.added += not replaces
+                        todo.append(paper)
+                    if todo:
+                        report.chunks += self._write(todo, stale, source=path.name)
+                        report.replaced_ids += sorted(stale)
+                    bar.update(len(batch))
+                    if on_progress is not None:
+                        on_progress(report.added + report.replaced + report.unchanged, report.papers)
+        finally:
+            self.writing -= 1
         report.seconds = time.perf_counter() - start
         return report
 

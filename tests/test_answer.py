@@ -327,3 +327,44 @@ def test_a_comparison_of_a_described_side_retrieves_that_side(make_engine):
     answer = engine.ask("CacheBlend vs precomputing KV caches of chunked text offline: TTFT reduction?")
     assert answer.written_by == "compare"
     assert {c.title.split(":")[0] for c in answer.citations} >= {"CacheBlend"} and len(answer.citations) == 2
+
+
+def test_answers_side_by_side_keep_their_own_token_counts(make_engine):
+    """The page answers several questions at once on one engine: no crash, and each answer's
+    timings are its own call's (a backend that fills ``usage`` per call, as ours do)."""
+    import random
+    import re
+    import threading
+    import time
+
+    class PerCallLLM:
+        name = "per-call"
+        usage: dict[str, int] = {}
+
+        def stream(self, messages, *, max_tokens, temperature, usage=None):
+            asked = messages[-1]["content"]
+            marker = int(re.findall(r"run (\d+)", asked)[-1])
+            calls = usage if usage is not None else {}
+            self.usage = calls
+            calls["prompt_tokens"] = marker
+            for word in REPLY.split():
+                time.sleep(random.random() / 200)  # interleave with the other threads
+                yield word + " "
+
+    engine = make_engine()
+    engine._llm = PerCallLLM()
+    results: dict[int, object] = {}
+
+    def ask(i: int) -> None:
+        try:  # runs 1-3, twice each ("run 4" reads as a figure the abstract lacks: a near miss)
+            results[i] = engine.ask(f"{QUESTION} (run {(i - 1) % 3 + 1})")
+        except Exception as e:  # noqa: BLE001 - reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(1, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(isinstance(a, Answer) for a in results.values()), results
+    assert {i: a.timings.get("prompt_tokens") for i, a in results.items()} == {i: (i - 1) % 3 + 1 for i in range(1, 7)}

@@ -44,6 +44,20 @@ def test_saved_prompt_start_is_a_prefix_of_the_answer_prompt(name):
     assert with_paper.endswith("[1] CacheBlend\nIt reuses KV caches.\n")
 
 
+def test_stop_strings_include_the_start_of_a_new_user_turn():
+    assert ChatTemplate(BUILT_IN["chatml"]).stop == ["<|im_end|>", "<|im_start|>user"]
+
+
+def test_a_template_that_refuses_a_system_turn_gets_it_in_the_first_user_turn():
+    strict = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+              "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}")
+    template = ChatTemplate(strict)
+    assert template.fold_system
+    assert template.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]) == "<user>S\n\nU</user>"
+    prompt = template.render(answer_messages([FIRST, SECOND], "How are KV caches reused?"))
+    assert prompt.startswith(template.prefix(prompt_start(FIRST)))
+
+
 def test_a_template_that_rewrites_text_has_no_prompt_start():
     template = ChatTemplate("{% for m in messages %}{{ m['content'] | upper }}{% endfor %}")
     assert template.prefix(prompt_start(FIRST)) is None
@@ -79,7 +93,7 @@ def test_the_embedded_models_own_template_writes_the_same_prompt_as_chatml(qwen_
     messages = answer_messages([FIRST, SECOND], "How are KV caches reused?")
     assert own.render(messages) == ChatTemplate(BUILT_IN["chatml"]).render(messages)
     assert own.prefix(prompt_start(FIRST)) == ChatTemplate(BUILT_IN["chatml"]).prefix(prompt_start(FIRST))
-    assert own.stop == ["<|im_end|>", "<|endoftext|>"]
+    assert own.stop == ["<|im_end|>", "<|im_start|>user", "<|endoftext|>"]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +120,7 @@ def test_a_gemma_gguf_receives_gemmas_prompt_tokens_and_reuses_saved_states(gemm
     newline = llm._llm.tokenize(b"\n", add_bos=False, special=False)
     model = llm._llm.tokenize(b"model\n", add_bos=False, special=False)
     assert received == [*bos, *start, *words, *end, *newline, *start, *model]
-    assert llm.template.stop[:2] == ["<end_of_turn>", "<eos>"]
+    assert llm.template.stop[:3] == ["<end_of_turn>", "<start_of_turn>user", "<eos>"]
     # A saved prompt start is found and reused by a later prompt that begins with it.
     start_messages = prompt_start(FIRST)
     assert llm.prefill(start_messages)

@@ -73,7 +73,9 @@ def test_chroma_server_killed_stopped_restarted_or_emptied(tmp_path, monkeypatch
             start = time.monotonic()
             with pytest.raises(StoreError, match="did not answer within 3 s"):
                 engine.ask(QUESTION)
-            assert time.monotonic() - start < 20
+            with pytest.raises(StoreError, match="did not answer within 3 s"):  # nor at start
+                Engine(settings, llm=FakeLLM(), embed_model=HashEmbedding())
+            assert time.monotonic() - start < 30
         finally:
             os.kill(chroma.pid, signal.SIGCONT)
         assert engine.ask(QUESTION).citations[0].title.startswith(NPU)

@@ -111,3 +111,19 @@ def test_llm_adapter_sends_chat_messages_with_roles():
     assert fake.calls[0] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     assert "".join(r.delta or "" for r in llm.stream_complete("say it")) == "streamed reply"
     assert fake.calls[1] == [{"role": "user", "content": "say it"}]
+
+
+def test_async_chat_and_async_stream(make_engine):
+    import asyncio
+
+    engine = make_engine(NPU_ANSWER, NPU_ANSWER)
+    chat = engine.as_chat_engine()
+
+    async def run() -> tuple[str, str, dict]:
+        first = await chat.achat(NPU_QUESTION)
+        streamed = await chat.astream_chat(NPU_QUESTION)
+        text = "".join([t async for t in streamed.async_response_gen()])
+        return first.response, text, streamed.metadata
+
+    first, text, meta = asyncio.run(run())
+    assert "1,000" in first and "1,000" in text and meta["citations"]

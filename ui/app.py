@@ -181,7 +181,10 @@ def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
     if Path(file).stat().st_size > s.ui_max_upload_mb << 20:
         return f"⚠️ Nothing was added: {escape(name)} is larger than {s.ui_max_upload_mb} MB; use paperchat ingest."
 
+    written = [0]  # papers gone through, for a failure half way
+
     def on_progress(done: int, total: int) -> None:
+        written[0] = done
         if progress is not None:
             progress((done, total), desc=f"Adding {name}", unit="papers")
 
@@ -197,6 +200,10 @@ def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
         return f"⚠️ Nothing was added; the collection is unchanged. {escape(where)}: {escape(e.message)}"
     except Exception as e:  # noqa: BLE001
         log.exception("ingesting %s failed", name)
+        if written[0]:  # a full disk or a lost server half way: what was written stays, whole
+            engine.prefill_in_background()
+            return (f"⚠️ Adding {escape(name)} stopped after {written[0]} papers (those are in the collection; "
+                    f"adding the file again adds the rest): {escape(str(e))}")
         return f"⚠️ Nothing was added: {escape(str(e))}"
     if report.added or report.replaced:
         engine.prefill_in_background()
