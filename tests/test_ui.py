@@ -269,3 +269,24 @@ def test_an_answer_written_by_code_does_not_wait_for_the_model(make_engine):
     assert llm.lock.locked() and unfinished is False
     assert sources["value"].count("**&#91;") >= 2  # several cited papers, listed by code
     writing.close()
+
+
+def test_a_full_queue_says_busy_instead_of_waiting_forever(make_engine, monkeypatch):
+    import gradio as gr
+
+    from ui import app
+
+    engine = make_engine(ui_queue_size=2)
+    page = build(engine)
+    accept = page_fn(page, "accept")
+    monkeypatch.setattr(app, "queue_length", lambda page: 2)
+    with pytest.raises(gr.Error, match="busy: 2 questions are waiting"):
+        accept(QUESTION, [])
+    monkeypatch.setattr(app, "queue_length", lambda page: 1)
+    chat, box, pending, answering = accept(QUESTION, [])
+    assert chat[-1]["content"] == WAITING_TEXT and pending == QUESTION and answering is True
+    with pytest.raises(gr.Error, match="still being answered"):  # this tab's previous answer is running
+        accept(QUESTION, chat, True)
+    # The answer only runs after an accepted question (a refused one leaves it alone).
+    answers = [f for f in page.fns.values() if f.name == "answer"]
+    assert answers and all(f.trigger_only_on_success for f in answers)

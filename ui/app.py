@@ -28,6 +28,11 @@ EXAMPLES = [
 ]
 #: Shown in the answer bubble until the first words arrive.
 WAITING_TEXT = "_Searching the papers…_"
+#: Shown instead of queueing a question when the queue is full (PAPERCHAT_UI_QUEUE_SIZE).
+BUSY_TEXT = ("The page is busy: {waiting} questions are waiting, the most it keeps. Try again in a minute; "
+             "your question is still in the box.")
+#: Shown when a question is sent while this conversation's previous answer is still being written.
+STILL_ANSWERING_TEXT = "The previous question is still being answered: wait for it, or press Stop."
 #: Replaces a bubble whose answer was stopped before it began.
 STOPPED_TEXT = "_Stopped._"
 #: Follows a draft that was stopped: the checks and citations come only with a finished answer.
@@ -152,6 +157,15 @@ def stopped_chat(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [*chat[:-1], {"role": "assistant", "content": text}]
 
 
+def queue_length(page: gr.Blocks) -> int | None:
+    """Questions waiting in the page's queue (None before the queue is set up)."""
+    queue = getattr(page, "_queue", None)  # Gradio's own queue; it has no public length
+    try:
+        return len(queue) if queue is not None else None
+    except TypeError:
+        return None
+
+
 def header_markdown(engine: Engine) -> str:
     """Title and one line about the collection."""
     n = engine.store.paper_count()
@@ -249,8 +263,15 @@ def build(engine: Engine) -> gr.Blocks:
             add = gr.Button("Add to the collection", elem_id="add")
             status = gr.Markdown(elem_id="ingest-status")
 
-        def accept(message: str, chat: list[dict[str, Any]]) -> tuple[Any, ...]:
-            # Not queued: the question shows at once, also while it waits for another user's answer.
+        def accept(message: str, chat: list[dict[str, Any]], busy: bool = False) -> tuple[Any, ...]:
+            # Not queued: the question shows at once, also while it waits for another user's answer
+            # (the bubble then shows its place in the queue). A full queue would refuse the answer
+            # and leave the bubble waiting forever: say so here, and keep the question in the box.
+            if busy:  # two answers streaming into one conversation would overwrite each other
+                raise gr.Error(STILL_ANSWERING_TEXT, title="Still answering")
+            waiting = queue_length(page)
+            if waiting is not None and waiting >= engine.settings.ui_queue_size:
+                raise gr.Error(BUSY_TEXT.format(waiting=waiting), title="Busy")
             shown = [*(chat or []), {"role": "user", "content": escape(message)},
                      {"role": "assistant", "content": WAITING_TEXT}]
             return shown, "", message, True
@@ -276,7 +297,8 @@ def build(engine: Engine) -> gr.Blocks:
 
         answers: list[Any] = []
         for trigger in (box.submit, ask.click):
-            answered = trigger(accept, [box, chatbot], [chatbot, box, pending, answering], queue=False).then(
+            answered = trigger(accept, [box, chatbot, answering], [chatbot, box, pending, answering],
+                               queue=False).success(
                 answer, [pending, turns, chatbot], [chatbot, sources, turns, answering],
                 concurrency_id=ANSWER_SLOT, concurrency_limit=engine.settings.ui_concurrency)
             answered.then(after_answer, [chatbot, answering], [chatbot, answering], queue=False)
