@@ -82,15 +82,6 @@ ABSTAIN_MARK = "Not in the collection"
 
 
 # ----- small pure helpers ------------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank below, as eval.suite.p90 (``percentile(v, 0.9) == p90(v)``)."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 <= q <= 1:
-        raise ValueError(f"q must be within [0, 1], not {q}")
-    return sorted(values)[int(q * (len(values) - 1))]
-
-
 def parse_users(text: str) -> list[int]:
     """``"1,4,8"`` -> [1, 4, 8]: positive, at most one session per paper."""
     try:

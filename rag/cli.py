@@ -17,7 +17,7 @@ from .corpus import CorpusError
 from .embedding import EmbeddingError, EmbeddingModelError
 from .llm import LLMError, Message
 from .settings import Settings
-from .store import REBUILD_HINT, StoreError, check_file, open_client
+from .store import REBUILD_HINT, StoreError, check_file, count_papers, open_client
 from .weights import ModelFileError
 
 EXIT_USAGE = 2
@@ -179,12 +179,7 @@ def stored_papers(settings: Settings) -> str:
         return f"unreadable: {str(e).removesuffix(': ' + REBUILD_HINT)}"
     try:
         collection = client.get_collection(settings.collection, embedding_function=None)
-        papers, page = 0, 100_000
-        while True:  # first chunks only, a page at a time, as Store.paper_count counts
-            got = collection.get(where={"chunk": 0}, include=[], limit=page, offset=papers)
-            papers += len(got["ids"])
-            if len(got["ids"]) < page:
-                return f"{papers} papers"
+        return f"{count_papers(collection)} papers"
     except Exception as e:  # noqa: BLE001 - chromadb raises its own and plain errors for a broken store
         return f"unreadable: {e}"
     finally:

@@ -118,13 +118,38 @@ def store_failure(settings: Settings, error: Exception, write: bool = True) -> S
         return StoreError(f"the collection {settings.collection!r} no longer exists in {where} (deleted by another "
                           "client?); it is empty now: add the papers again with paperchat ingest FILE, or "
                           "paperchat rebuild")
-    free = None if settings.chroma_url or not write else free_bytes(settings.chroma_path)
+    free = store_free_bytes(settings) if write else None
     if _disk_full(error) or (free is not None and free < LOW_DISK_BYTES):
         left = free_text(free) if free is not None else "full"
         return StoreError(f"the disk holding {where} is full ({left}; {type(error).__name__}: {error}): free some "
                           "space, then run the same command again; the papers stored before are kept whole and "
                           "an ingest goes on where it stopped")
     return StoreError(f"{where} failed ({type(error).__name__}: {error}); if this repeats, {REBUILD_HINT}")
+
+
+def pages(
+    collection: Any, include: list[str], where: dict[str, Any] | None = None, page: int = 5000,
+    where_document: dict[str, Any] | None = None,
+) -> Iterator[Any]:
+    """A Chroma collection's records (``collection.get`` results) a page at a time."""
+    offset = 0
+    while True:
+        got = collection.get(include=include, where=where, where_document=where_document, limit=page, offset=offset)
+        if got["ids"]:
+            yield got
+        if len(got["ids"]) < page:
+            return
+        offset += page
+
+
+def count_papers(collection: Any) -> int:
+    """Papers in a collection: its first chunks, counted by id only, 100,000 a page."""
+    return sum(len(got["ids"]) for got in pages(collection, include=[], where={"chunk": 0}, page=100_000))
+
+
+def store_free_bytes(settings: Settings) -> int | None:
+    """Free space under the embedded store; None for a Chroma server (its disk is not ours to see)."""
+    return None if settings.chroma_url else free_bytes(settings.chroma_path)
 
 
 class _Guarded:
@@ -314,8 +339,7 @@ class Store:
         so the count is kept until the store's stamp changes)."""
         stamp = self.stamp()
         if self._count is None or self._count[0] != stamp:
-            n = sum(len(got["ids"]) for got in self._pages(include=[], where={"chunk": 0}, page=100_000))
-            self._count = (stamp, n)
+            self._count = (stamp, count_papers(self.collection))
         return self._count[1]
 
     def find_papers(self, text: str = "", limit: int = 500) -> tuple[list[StoredPaper], int]:
@@ -363,15 +387,7 @@ class Store:
         where_document: dict[str, Any] | None = None,
     ) -> Iterator[Any]:
         """The collection's records (``collection.get`` results) a page at a time."""
-        offset = 0
-        while True:
-            got = self.collection.get(include=include, where=where, where_document=where_document,  # type: ignore[arg-type]
-                                      limit=page, offset=offset)
-            if got["ids"]:
-                yield got
-            if len(got["ids"]) < page:
-                return
-            offset += page
+        return pages(self.collection, include, where, page, where_document)
 
     def _all(self, include: list[str]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"ids": [], "documents": [], "metadatas": []}
@@ -447,7 +463,7 @@ class Store:
         report = IngestReport(path=path)
         show = progress if progress is not None else sys.stderr.isatty()
         report.papers = check_file(path, max_papers, show)  # nothing is written until the whole file is read
-        free = None if self.settings.chroma_url else free_bytes(self.settings.chroma_path)
+        free = store_free_bytes(self.settings)
         if free is not None and free < LOW_DISK_BYTES:  # found before the first write, not half way
             raise StoreError(f"the disk holding the store at {self.settings.chroma_path} has {free_text(free)} "
                              f"(at least {LOW_DISK_BYTES >> 20} MB needed to write): free some space, then run "

@@ -95,3 +95,14 @@ def make_engine(tmp_path: Path, embed: HashEmbedding):
         return Engine(s, llm=FakeLLM(*replies), embed_model=embed)
 
     return build
+
+
+def llama_server_cmd(port: int, *extra: str, n_ctx: int = 4096) -> list[str]:
+    """llama-cpp-python's OpenAI-compatible server on the bundled GGUF, as model "qwen-0.5b"."""
+    import sys
+
+    from rag.weights import default_model_path
+
+    model = default_model_path(Settings().cache_dir)
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "qwen-0.5b", *extra,
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "2"]

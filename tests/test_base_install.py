@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from eval.browser import free_port, serving
+from tests.conftest import llama_server_cmd
 
 BASE = os.environ.get("PAPERCHAT_BASE_VENV")
 pytestmark = [pytest.mark.integration,
@@ -20,9 +20,6 @@ pytestmark = [pytest.mark.integration,
 
 
 def test_base_install_has_no_local_model_and_answers_through_a_server(tmp_path):
-    from rag import Settings
-    from rag.weights import default_model_path
-
     bin_dir = Path(BASE or "") / "bin"
     assert (bin_dir / "paperchat").is_file(), f"{bin_dir} has no paperchat command: pip install paperchat there"
     absent = subprocess.run(
@@ -37,10 +34,8 @@ def test_base_install_has_no_local_model_and_answers_through_a_server(tmp_path):
     assert unset.returncode == 1 and 'pip install "paperchat[local]"' in unset.stderr  # says what to do
 
     port = free_port()
-    model = default_model_path(Settings().cache_dir)  # the main venv serves the model
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "qwen-0.5b",
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2"]
-    with serving(cmd, f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log", timeout=120):
+    # The main venv serves the model.
+    with serving(llama_server_cmd(port), f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log", timeout=120):
         env |= {"PAPERCHAT_LLM_BASE_URL": f"http://127.0.0.1:{port}/v1", "PAPERCHAT_LLM_MODEL": "qwen-0.5b"}
         done = subprocess.run([bin_dir / "paperchat", "ask", "--json", "What context length do the Qwen2.5-1M models extend to?"],
                               capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)

@@ -9,7 +9,6 @@ import http.server
 import json
 import random
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from rag.corpus import load_papers
 from rag.embedding import EmbeddingError, MiniLMEmbedding, OpenAICompatibleEmbedding, make_embedding
 from rag.settings import DEFAULT_CORPUS
 from rag.store import Store, StoreError
+from tests.conftest import llama_server_cmd
 
 from .conftest import FakeLLM
 
@@ -292,12 +292,11 @@ def test_llama_cpp_server_embeddings_ingest_and_retrieve(tmp_path):
     from rag.weights import ModelFileError, default_model_path
 
     try:
-        model = default_model_path(Settings().cache_dir)
+        default_model_path(Settings().cache_dir)  # the file llama_server_cmd serves
     except ModelFileError as e:
         pytest.skip(f"the project's GGUF is not available: {e}")
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "qwen-0.5b",
-           "--embedding", "true", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
+    cmd = llama_server_cmd(port, "--embedding", "true", n_ctx=2048)
     chosen = load_papers(DEFAULT_CORPUS)[:8]  # CacheBlend, Qwen2.5-1M and six others
     corpus = tmp_path / "few.jsonl"
     corpus.write_text("".join(json.dumps({"title": p.title, "abstract": p.abstract}) + "\n" for p in chosen))

@@ -19,7 +19,7 @@ from eval.browser import free_port, serving
 from rag import Answer, EmbeddingError, Engine, LLMError, Settings, StoreError
 from rag.cli import main
 from rag.settings import DEFAULT_CORPUS
-from tests.conftest import FakeLLM, HashEmbedding
+from tests.conftest import FakeLLM, HashEmbedding, llama_server_cmd
 from tests.test_answer import QUESTION, REPLY
 from ui.app import respond
 
@@ -93,14 +93,6 @@ def test_chroma_server_killed_stopped_restarted_or_emptied(tmp_path, monkeypatch
         assert engine.ask(QUESTION).citations[0].title.startswith(NPU)
 
 
-def _llama_server(port: int) -> list[str]:
-    from rag.weights import default_model_path
-
-    model = default_model_path(Settings().cache_dir)
-    return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "qwen-0.5b",
-            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2"]
-
-
 # Answered by the model (not decided or quoted before it), so the server is asked.
 MODEL_QUESTION = "What context length do the Qwen2.5-1M models extend to?"
 
@@ -111,7 +103,7 @@ def test_llm_server_killed_or_stopped_mid_answer(tmp_path, monkeypatch, capsys):
     settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", llm_base_url=url,
                         llm_model="qwen-0.5b", llm_timeout_s=20, llm_retries=0)
     log = tmp_path / "llama.log"
-    with serving(_llama_server(port), f"{url}/models", log, timeout=120) as server:
+    with serving(llama_server_cmd(port), f"{url}/models", log, timeout=120) as server:
         engine = Engine(settings)
         assert not engine.ask(MODEL_QUESTION).abstained
 
@@ -142,7 +134,7 @@ def test_llm_server_killed_or_stopped_mid_answer(tmp_path, monkeypatch, capsys):
                                monkeypatch, capsys)
         assert code == 1 and err.startswith("error: ") and "LLM server" in err and "\n" not in err
 
-    with serving(_llama_server(port), f"{url}/models", log, timeout=120):
+    with serving(llama_server_cmd(port), f"{url}/models", log, timeout=120):
         assert not engine.ask(MODEL_QUESTION).abstained  # the same engine, after the server came back
 
 
@@ -206,7 +198,7 @@ from pathlib import Path
 import rag.store
 from rag import Engine, Settings, StoreError
 from rag.settings import DEFAULT_CORPUS
-from tests.conftest import FakeLLM, HashEmbedding
+from tests.conftest import FakeLLM, HashEmbedding, llama_server_cmd
 data, low_mb, files = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 rag.store.LOW_DISK_BYTES = low_mb << 20
 try:

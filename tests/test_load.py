@@ -9,6 +9,7 @@ import time
 import pytest
 
 from eval.browser import running_app
+from eval.load import rss_kb
 from eval.suite import p90
 
 pytestmark = pytest.mark.integration
@@ -26,11 +27,6 @@ PAPERS = {
 }
 SESSIONS = 8
 REQUEST_TIMEOUT_S = 600  # each request is bounded; the whole test ends when all 24 are answered
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
 
 
 def test_eight_concurrent_sessions_are_all_answered_in_their_own_conversation(tmp_path):

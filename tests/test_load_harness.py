@@ -10,19 +10,6 @@ from types import SimpleNamespace
 import pytest
 
 from eval import load
-from eval.suite import p90
-
-
-def test_percentile_is_the_suites_nearest_rank_below():
-    values = [5.0, 1.0, 4.0, 2.0, 3.0, 9.0, 7.0]
-    assert load.percentile(values, 0.9) == p90(values)
-    assert load.percentile(values, 0.0) == 1.0
-    assert load.percentile(values, 1.0) == 9.0
-    assert load.percentile([3.0], 0.5) == 3.0
-    with pytest.raises(ValueError):
-        load.percentile([], 0.5)
-    with pytest.raises(ValueError):
-        load.percentile([1.0], 1.5)
 
 
 def test_users_are_parsed_and_bounded_by_the_papers():

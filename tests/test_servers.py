@@ -15,6 +15,7 @@ import pytest
 from eval.browser import free_port, serving
 from rag import Answer, Engine, LLMError, Settings
 from rag.llm import OpenAICompatibleLLM
+from tests.conftest import llama_server_cmd
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -85,13 +86,8 @@ def test_chroma_server_keeps_the_collection_across_restarts(tmp_path):
 
 @pytest.mark.integration
 def test_openai_compatible_server_streams_cited_answers(tmp_path):
-    from rag.weights import default_model_path
-
     port = free_port()
-    model = default_model_path(Settings().cache_dir)
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "qwen-0.5b",
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2"]
-    with serving(cmd, f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log", timeout=120):
+    with serving(llama_server_cmd(port), f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log", timeout=120):
         settings = Settings(data_dir=tmp_path / "data", llm_base_url=f"http://127.0.0.1:{port}/v1",
                             llm_model="qwen-0.5b")
         engine = Engine(settings)
