@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from llama_index.core import PromptTemplate, VectorStoreIndex
+from llama_index.core.base.response.schema import StreamingResponse
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.indices.prompt_helper import PromptHelper
 from llama_index.core.node_parser import SentenceSplitter
@@ -74,6 +75,7 @@ class CitationBaseline:
         start = time.perf_counter()
         query = self.condense(question, history) if history else question
         response = self.query_engine.query(query)
+        assert isinstance(response, StreamingResponse)  # the synthesizer streams (streaming=True above)
         text, first = "", None
         for delta in response.response_gen:
             if first is None and delta.strip():

@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             base("What does mllm-NPU do?", [])
             runs["llama-index"] = time_answers(base, rows, "llama-index")
             figures.update(summary("baseline_", runs["llama-index"]))
-            figures["first_token_speedup"] = round(figures["baseline_first_token_s_p50"] / figures["first_token_s_p50"], 2)
+            figures["first_token_speedup"] = round(
+                figures["baseline_first_token_s_p50"] / figures["first_token_s_p50"], 2)
             figures["total_speedup"] = round(figures["baseline_total_s_p50"] / figures["total_s_p50"], 2)
         figures["rss_mb"] = round(rss_mb())
         del engine

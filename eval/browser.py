@@ -152,7 +152,8 @@ def ask(page: Any, question: str, timeout_s: float = 300) -> Turn:
              return s.includes('complete') && s !== prev; }""",
         arg=[previous_sources], polling=50, timeout=timeout)
     complete = time.perf_counter() - start
-    return Turn(question, page.locator(BOT_MESSAGES).nth(n_before).inner_text(), page.inner_text("#sources"), first, complete)
+    return Turn(question, page.locator(BOT_MESSAGES).nth(n_before).inner_text(), page.inner_text("#sources"),
+                first, complete)
 
 
 def clear(page: Any) -> None:

@@ -170,7 +170,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "| target (test split) | wanted | got | met |", "| --- | --- | --- | --- |"]
         for name, wanted in TARGETS.items():
             v = got.get(name)
-            lines.append(f"| {name} | ≥ {wanted:.2f} | {_fmt(v)} | {'yes' if v is not None and v >= wanted else 'no'} |")
+            met = "yes" if v is not None and v >= wanted else "no"
+            lines.append(f"| {name} | ≥ {wanted:.2f} | {_fmt(v)} | {met} |")
     return "\n".join(lines) + "\n"
 
 

@@ -38,8 +38,9 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
-from rag.corpus import load_papers, split_sentences
+from rag.corpus import load_papers
 from rag.settings import DEFAULT_CORPUS, Settings
+from rag.text import split_sentences
 
 from .suite import RESULTS, load_questions, p90
 
@@ -94,7 +95,9 @@ def dir_mb(path: Path) -> float:
 
 def measure_one(n: int, mean_vectors: bool, work: Path, trace: bool = True) -> dict[str, Any]:
     """Ingest ``n`` synthetic papers into a fresh store and time retrieval (run in its own process)."""
+    from rag.catalog import Catalog
     from rag.embedding import MiniLMEmbedding
+    from rag.ingest import ingest_file
     from rag.retrieve import HybridRetriever
     from rag.store import Store
 
@@ -105,18 +108,19 @@ def measure_one(n: int, mean_vectors: bool, work: Path, trace: bool = True) -> d
     settings = Settings(data_dir=work / f"store-{n}", default_corpus=None)
     store = Store(settings, embed)
     start = time.perf_counter()
-    store.ingest(corpus, progress=sys.stderr.isatty())
+    ingest_file(store, corpus, progress=sys.stderr.isatty())
     ingest_s = time.perf_counter() - start
     ingest_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
-    again = store.ingest(corpus, progress=False)  # nothing changed: per-batch lookups only
+    again = ingest_file(store, corpus, progress=False)  # nothing changed: per-batch lookups only
     reingest_s = time.perf_counter() - start
     assert again.unchanged == n, again
+    catalog = Catalog(store)
     start = time.perf_counter()
-    assert store.paper_count() == n
+    assert catalog.paper_count() == n
     count_s = time.perf_counter() - start
     start = time.perf_counter()
-    found, matched = store.find_papers(f"study {n // 2}")  # the page's paper search (titles end "Study <i>")
+    found, matched = catalog.find_papers(f"study {n // 2}")  # the page's paper search (titles end "Study <i>")
     search_s = time.perf_counter() - start
     assert matched >= 1 and found[0].title.endswith(f"Study {n // 2}"), (matched, found[:1])
     retriever = HybridRetriever(store, embed, settings)
@@ -143,7 +147,7 @@ def measure_one(n: int, mean_vectors: bool, work: Path, trace: bool = True) -> d
     if trace:
         traced = Store(Settings(data_dir=work / f"traced-{n}", default_corpus=None), mean)
         tracemalloc.start()
-        traced.ingest(corpus, progress=False)
+        ingest_file(traced, corpus, progress=False)
         ingest_heap_mb = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
         tracemalloc.stop()
     return {
@@ -161,15 +165,16 @@ def measure_one(n: int, mean_vectors: bool, work: Path, trace: bool = True) -> d
 def compare_embeddings(n: int, work: Path, settings: Settings) -> dict[str, Any]:
     """Ingestion papers/s of ``n`` synthetic papers into fresh stores: local MiniLM, then the server."""
     from rag.embedding import MiniLMEmbedding, make_embedding
+    from rag.ingest import ingest_file
     from rag.store import Store
 
     corpus = write_corpus(work / f"embed-papers-{n}.txt", n)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label in ("local", "server"):
         embed = make_embedding(settings) if label == "server" else MiniLMEmbedding(threads=settings.embed_threads)
         store = Store(Settings(data_dir=work / f"embed-{label}", default_corpus=None), embed)
         start = time.perf_counter()
-        report = store.ingest(corpus, progress=sys.stderr.isatty())
+        report = ingest_file(store, corpus, progress=sys.stderr.isatty())
         seconds = time.perf_counter() - start
         rows.append({"embedding": label, "model": embed.model_name, "papers": n, "chunks": report.chunks,
                      "ingest_s": round(seconds, 1), "papers_per_s": round(n / seconds, 2)})
@@ -281,7 +286,7 @@ def sweep(args: argparse.Namespace) -> None:
             for leftover in Path(tmp).iterdir():
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     rows.sort(key=lambda r: r["papers"])
-    report = {"rows": rows}
+    report: dict[str, Any] = {"rows": rows}
     if len(rows) >= 2:
         big = [1_000_000, 10_000_000]
         report["extrapolated"] = {key: extrapolate(rows, key, big)

@@ -324,7 +324,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     systems = report.get("answers", {})
-    panels = [("key facts by question type", "key_facts"), ("citation recall by question type", "citation_recall_by_type")]
+    panels = [("key facts by question type", "key_facts"),
+              ("citation recall by question type", "citation_recall_by_type")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     width = 0.8 / max(len(systems), 1)
     for ax, (title, key) in zip(axes, panels):

@@ -17,11 +17,12 @@ from .answer import Answer, Engine, QuestionError
 from .citations import Citation
 from .corpus import CorpusError, Paper, load_papers
 from .embedding import EmbeddingError, EmbeddingModelError
+from .ingest import IngestReport
 from .llm import LLMError, Message
 from .prompts import ABSTAIN_TEXT, REFUSAL_SENTINEL
 from .retrieve import Hit
 from .settings import Settings
-from .store import IngestReport, StoreError
+from .store import StoreError
 
 __all__ = [
     "ABSTAIN_TEXT", "REFUSAL_SENTINEL", "Answer", "Citation", "CorpusError", "EmbeddingError",

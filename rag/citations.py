@@ -13,11 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from .corpus import split_sentences
-from .retrieve import content_terms
+from .text import MARKER, content_terms, split_answer, split_sentences
 from .tuning import MIN_SUPPORT, SUPPORT_MARGIN
-
-_MARKER = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 
 
 @dataclass
@@ -80,30 +77,15 @@ def best_quote(claim: str, source: Source, weights: TermWeights | None = None) -
     return best, best_score
 
 
-def _split_answer(text: str) -> list[str]:
-    """Answer sentences, each keeping the markers that follow its full stop."""
-    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z0-9\[(])|\n+", text.strip())
-    sentences: list[str] = []
-    for part in parts:
-        part = part.strip()
-        if not part:
-            continue
-        if _MARKER.fullmatch(part) and sentences:
-            sentences[-1] += " " + part  # "... claim. [2]" style
-        else:
-            sentences.append(part)
-    return sentences
-
-
 def attribute(answer: str, sources: list[Source], weights: TermWeights | None = None) -> tuple[str, list[Citation]]:
     """Return the answer with checked and completed markers, and its citations."""
     by_n = {s.n: s for s in sources}
     renumber: dict[int, int] = {}
     quotes: dict[int, tuple[str, float]] = {}
     out: list[str] = []
-    for sentence in _split_answer(answer):
-        cited = [int(n) for m in _MARKER.finditer(sentence) for n in re.split(r"[,;]", m.group(1))]
-        body = _MARKER.sub("", sentence).strip()
+    for sentence in split_answer(answer):
+        cited = [int(n) for m in MARKER.finditer(sentence) for n in re.split(r"[,;]", m.group(1))]
+        body = MARKER.sub("", sentence).strip()
         if not body:
             continue
         body_terms = content_terms(body)

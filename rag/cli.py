@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from .answer import Answer, Engine, QuestionError
+from .catalog import Catalog, count_papers
 from .corpus import CorpusError
 from .embedding import EmbeddingError, EmbeddingModelError
+from .ingest import check_file
 from .llm import LLMError, Message
 from .settings import Settings
-from .store import REBUILD_HINT, StoreError, check_file, count_papers, open_client
+from .store import REBUILD_HINT, StoreError, open_client
 from .weights import ModelFileError
 
 EXIT_USAGE = 2
@@ -88,7 +90,7 @@ def cmd_ask(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_chat(engine: Engine, args: argparse.Namespace) -> int:
-    print(f"paperchat: {engine.store.paper_count()} papers. Ask a question; an empty line or Ctrl-D quits.")
+    print(f"paperchat: {Catalog(engine.store).paper_count()} papers. Ask a question; an empty line or Ctrl-D quits.")
     history: list[Message] = []
     while True:
         try:
@@ -115,12 +117,12 @@ def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
     start = time.perf_counter()
     engine.retriever.keyword_index()
     print(f"keyword index ready in {time.perf_counter() - start:.1f} s")
-    print(f"the store now holds {engine.store.paper_count()} papers")
+    print(f"the store now holds {Catalog(engine.store).paper_count()} papers")
     return 0
 
 
 def cmd_papers(engine: Engine, args: argparse.Namespace) -> int:
-    papers = sorted(engine.store.papers().values(), key=lambda p: p.title.casefold())
+    papers = sorted(Catalog(engine.store).papers().values(), key=lambda p: p.title.casefold())
     for p in papers:
         if not args.grep or args.grep.casefold() in p.title.casefold():
             print(f"{p.id}  {p.title}")
@@ -221,7 +223,7 @@ def rebuild(settings: Settings, files: Sequence[str], yes: bool = False) -> int:
     engine = Engine(settings)  # ingests the default collection into the empty store
     for report in engine.ingest(files, progress=True):
         print(report)
-    print(f"rebuilt {settings.chroma_path}: {engine.store.paper_count()} papers")
+    print(f"rebuilt {settings.chroma_path}: {Catalog(engine.store).paper_count()} papers")
     return 0
 
 

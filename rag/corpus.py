@@ -19,13 +19,14 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from .text import split_sentences
+
 MAX_TITLE_CHARS = 500
 MAX_ABSTRACT_CHARS = 100_000
 # An abstract line is at least this long; shorter lines at the top of a scraped file are page junk.
 MIN_ABSTRACT_CHARS = 100
 # The scraped page glues its "Subscribe" button text to the first title.
 _GLUED_PREFIX = re.compile(r"^Subscribe(?=[A-Z0-9])")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 #: Fields only the arXiv metadata snapshot has: a row with any of them is an arXiv row.
 ARXIV_FIELDS = frozenset({"submitter", "authors_parsed", "versions", "update_date", "journal-ref", "report-no"})
@@ -61,10 +62,6 @@ class Paper:
         blob = json.dumps([self.title, self.abstract, self.url, list(self.authors), self.year])
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
-    @property
-    def text(self) -> str:
-        """Title and abstract, as embedded and searched."""
-        return f"{self.title}\n{self.abstract}"
 
 
 def clean_text(text: str) -> str:
@@ -84,9 +81,15 @@ def paper_id(title: str, abstract: str) -> str:
     return hashlib.sha256(f"{title_key(title)}\n{clean_text(abstract)}".encode()).hexdigest()[:16]
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split an abstract into sentences (good enough for scientific prose)."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+def stored_text(title: str, chunk: str) -> str:
+    """A chunk as it is stored, embedded and searched: the paper's title line, then the chunk (a
+    chunk far into an abstract still matches the paper's name)."""
+    return f"{title}\n{chunk}"
+
+
+def stored_body(text: str) -> str:
+    """The chunk of a :func:`stored_text`, without its title line (what answers quote)."""
+    return text.partition("\n")[2] or text
 
 
 def chunk_abstract(abstract: str, max_words: int) -> list[str]:

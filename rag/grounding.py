@@ -13,8 +13,7 @@ import re
 from dataclasses import dataclass
 
 from .citations import TermWeights, support
-from .intent import NAME
-from .retrieve import content_terms
+from .text import NAME, content_terms
 from .tuning import ANCHORED_COVERAGE, FIGURE_BONUS, FIGURE_WINDOW
 
 # Words that say what kind of thing is asked about, not which one: they are in almost every

@@ -11,10 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Literal
-
-from .tuning import FUZZY_NAME
 
 # Function words of the languages users wrote in (dev split: de, fr, es, pt, it-like; English for
 # contrast). A question is in the language whose words it uses most, English unless another has
@@ -150,89 +147,3 @@ def spell_out(question: str) -> str:
     """The question with common shorthand written out ("zipvl gpu mem savings" -> "... memory ...")."""
     return re.sub(r"(?<![\w/])(" + "|".join(re.escape(k) for k in SHORTHAND) + r")(?![\w/])",
                   lambda m: SHORTHAND[m.group(1).casefold()], question, flags=re.I)
-
-
-# ----- names -----------------------------------------------------------------------------------
-# Names in a question: CamelCase (CacheBlend), acronyms (TTFT), or words with digits (GPT-5, A100).
-NAME = re.compile(r"\b(?:[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{2,}\w*|[A-Za-z]+-?\d[\w.]*|\d+[A-Za-z]\w*)(?:[-.]\w+)*")
-# Capitalised words inside a sentence (Medusa, Mixtral) are names too.
-PROPER = re.compile(r"(?<=[a-z,;:] )[A-Z][a-z]{2,}\w*")
-
-
-def squash(text: str) -> str:
-    """A name folded for comparison: "Llama-2", "llama 2" and "LLaMA2" alike ("512×512" as "512x512")."""
-    return re.sub(r"[^0-9a-z]", "", text.casefold().replace("×", "x"))
-
-
-def paper_names(title: str) -> set[str]:
-    """The squashed names a paper goes by: the named words of its title, and the part before
-    the colon when that is short ("CacheBlend: Fast ..." -> cacheblend)."""
-    # Acronym plurals (GPUs, LLMs) name a kind of thing, not a paper.
-    names = {squash(n) for n in NAME.findall(title) if not re.fullmatch(r"[A-Z]{2,}s", n)}
-    # A capitalised hyphenated word is a name where a title introduces one ("... with
-    # Sarathi-Serve"), not elsewhere ("Efficient Fine-Tuning of ...").
-    names |= {squash(w) for w in re.findall(r"(?:^|\b(?:with|via|using|by|from)\s)(\w+(?:-\w+)+)", title)
-              if re.search(r"[A-Z]", w)}
-    head, colon, _ = title.partition(":")
-    if colon and len(head.split()) <= 3:
-        names.add(squash(head))
-    return {n for n in names if len(n) >= 3}
-
-
-def defined_names(abstract: str) -> set[str]:
-    """Names an abstract gives its own work: "we propose JRT-RNN", "Masked Structural Growth
-    (MSG)". Users call a paper by these as often as by its title."""
-    found = re.findall(r"\b(?:propose|present|introduce|call|called|named|dubbed|develop|design)s?\s+(?:a |an |the )?"
-                       r"(?:\w+\s){0,2}?([A-Za-z][\w.]*[A-Z0-9][\w.]*(?:-[\w.]+)*)", abstract)
-    found += re.findall(r"\(([A-Za-z][\w.]*[A-Z][\w.]*(?:-[\w.]+)*)\)", abstract)
-    # Name-like only: CamelCase or digits (PreTTR, G_stack2), or an acronym of three or more
-    # capitals (MSG, JRT-RNN); not "LLMs" or "KV-Cache", which every abstract here uses.
-    return {squash(n) for n in found
-            if re.search(r"[a-z][A-Z]|\d", n) or re.fullmatch(r"[A-Z]{3,}(?:-[A-Z0-9]+)*", n)}
-
-
-def name_forms(text: str) -> list[str]:
-    """Words that are names by their form, in any language: CamelCase, acronyms, words with
-    digits, and hyphenated words with such a part ("mllm-NPU", "KV-Runahead"; not "Zero-Shot")."""
-    hyphenated = [w for w in re.findall(r"\w+(?:-\w+)+", text)
-                  if any(re.fullmatch(r"[A-Z]{2,}\w*|\w*[a-z][A-Z]\w*|\w*\d\w*", part) for part in w.split("-"))]
-    return list(dict.fromkeys(hyphenated + NAME.findall(text)))
-
-
-def question_names(question: str) -> list[str]:
-    """The names an English question uses, as written: :func:`name_forms` and capitalised words
-    inside a sentence (Medusa)."""
-    return list(dict.fromkeys(name_forms(question) + PROPER.findall(question)))
-
-
-def word_grams(text: str) -> set[str]:
-    """A text's squashed words, their hyphen parts and adjacent word pairs: the ``names`` side of
-    :func:`mentions` when the question is whether a text mentions a name."""
-    words = re.findall(r"[\w.]+(?:-[\w.]+)*", text)
-    parts = [p for w in words for p in w.split("-")]
-    grams = {squash(w) for w in words + parts} | {squash(a + b) for a, b in zip(words, words[1:])}
-    grams.discard("")
-    return grams
-
-
-def mentions(question: str, names: set[str], known: Callable[[str], bool] | None = None) -> bool:
-    """Whether the question mentions one of ``names`` (squashed): as one to three adjacent words,
-    exactly, or with a typo (``FUZZY_NAME``) in a word typed in lower case that is not a word the
-    collection uses (``known``): "cachblend" finds CacheBlend, but "inference" is not a typo of
-    MInference, nor "Mixtral" of Mistral."""
-    from difflib import SequenceMatcher
-
-    words = re.findall(r"[\w.]+(?:-[\w.]+)*", question)
-    grams = {squash("".join(words[i:i + n])) for n in (1, 2, 3) for i in range(len(words) - n + 1)}
-    grams.discard("")
-    if grams & names:
-        return True
-    long_names = [n for n in names if len(n) >= 6]
-    if not long_names:
-        return False
-    # A typo is forgiven within one word ("cachblend"), not across words ("the attention"), and
-    # digits are versions, not typos: "flashattention3" is not FlashAttention.
-    singles = {squash(w) for w in words if w.islower() and not (known and known(w))}
-    return any(abs(len(g) - len(name)) <= 2 and re.sub(r"\D", "", g) == re.sub(r"\D", "", name)
-               and SequenceMatcher(None, g, name).ratio() >= FUZZY_NAME
-               for name in long_names for g in singles)

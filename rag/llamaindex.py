@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.llms.types import (
@@ -179,11 +179,14 @@ class PaperChatEngine(BaseChatEngine):
         done = ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=response.response),
                             delta=response.response)
 
+        def sync_one() -> ChatResponseGen:  # a generator, as chat_stream is typed
+            yield done
+
         async def one() -> ChatResponseAsyncGen:
             yield done
 
         return CheckedStreamingResponse(response=response.response, source_nodes=response.source_nodes,
-                                        chat_stream=iter([done]), achat_stream=one(), is_writing_to_memory=False,
+                                        chat_stream=sync_one(), achat_stream=one(), is_writing_to_memory=False,
                                         metadata=response.metadata)
 
 
@@ -258,3 +261,25 @@ class LlamaIndexLLM(CustomLLM):
                 yield CompletionResponse(text=text, delta=delta)
 
         return gen()
+
+
+class LlamaIndexViews:
+    """The engine's ``as_retriever`` / ``as_query_engine`` / ``as_chat_engine`` /
+    ``as_llama_index_llm`` (a base class of :class:`rag.Engine`)."""
+
+    def as_retriever(self, similarity_top_k: int | None = None) -> PaperRetriever:
+        """This engine's retrieval as a llama-index ``BaseRetriever`` returning ``NodeWithScore``."""
+        return PaperRetriever(cast("Engine", self), similarity_top_k)
+
+    def as_query_engine(self) -> PaperQueryEngine:
+        """A llama-index query engine answering with :meth:`Engine.ask` (citations in ``metadata``)."""
+        return PaperQueryEngine(cast("Engine", self))
+
+    def as_chat_engine(self) -> PaperChatEngine:
+        """A llama-index chat engine (``chat``, ``stream_chat``) that reads follow-ups in context."""
+        return PaperChatEngine(cast("Engine", self))
+
+    def as_llama_index_llm(self) -> LlamaIndexLLM:
+        """This engine's LLM behind llama-index's LLM interface."""
+        engine = cast("Engine", self)
+        return LlamaIndexLLM(engine.llm, context_window=engine.settings.n_ctx, num_output=engine.settings.max_tokens)

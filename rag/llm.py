@@ -10,12 +10,16 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 
 from .prefix_cache import PrefixCache, shared_prefix
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import CreateCompletionStreamResponse
+    from openai.types.chat import ChatCompletionMessageParam
 
 Message = dict[str, str]
 
@@ -144,11 +148,14 @@ class LlamaCppLLM:
             completion_tokens = 0
             self.usage = calls = usage if usage is not None else {}
             calls.update({"prompt_tokens": len(tokens), "completion_tokens": 0,
-                          "cached_tokens": shared_prefix(self._llm.input_ids[: self._llm.n_tokens], np.asarray(tokens))})
-            for chunk in self._llm.create_completion(
+                          "cached_tokens": shared_prefix(self._llm.input_ids[: self._llm.n_tokens],
+                                                         np.asarray(tokens))})
+            # stream=True: an iterator of chunks (the declared return type also has the whole response).
+            chunks = cast("Iterator[CreateCompletionStreamResponse]", self._llm.create_completion(
                 tokens, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
                 stop=self.template.stop, stream=True,
-            ):
+            ))
+            for chunk in chunks:
                 completion_tokens += 1
                 calls["completion_tokens"] = completion_tokens
                 text = chunk["choices"][0]["text"]
@@ -167,7 +174,8 @@ class OpenAICompatibleLLM:
         self.timeout_s, self.retries = timeout_s, retries
         self.usage: dict[str, int] = {}
         # A local server needs no key, but the client insists on one.
-        self._client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=retries)
+        self._client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s,
+                              max_retries=retries)
 
     def check(self) -> None:
         """Fail at start, with a clear message, when the server cannot be reached."""
@@ -196,8 +204,9 @@ class OpenAICompatibleLLM:
         calls.update({"prompt_tokens": 0, "completion_tokens": 0})
         response = None
         try:
+            # Message is a plain {"role", "content"} dict; the client types each role's message apart.
             response = self._client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=max_tokens,  # type: ignore[arg-type]
+                model=self.model, messages=cast("list[ChatCompletionMessageParam]", messages), max_tokens=max_tokens,
                 temperature=temperature, stream=True, stream_options={"include_usage": True},
             )
             for chunk in response:

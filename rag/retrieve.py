@@ -6,13 +6,11 @@ a Chroma-backed index, so the keyword index is built here from the stored chunk 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import math
 import os
-import re
 import shutil
 import threading
 from collections import Counter
@@ -24,19 +22,16 @@ from typing import Any
 import bm25s
 import bm25s.stopwords
 import numpy as np
-import Stemmer
 from llama_index.core import VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from .intent import NAME, defined_names, mentions, paper_names  # noqa: F401 - NAME is re-exported
+from .corpus import stored_body
 from .settings import Settings
 from .store import Store
+from .text import FOLDED, defined_names, mentions, paper_names, tokenize
 from .tuning import COMMON_DF, MAX_CORRECTION_VOCAB, NAME_MAX_TITLES
 
 log = logging.getLogger(__name__)
-_STEMMER = Stemmer.Stemmer("english")
-# bm25s' "en" list has 33 words and keeps "what", "does", "which": questions need the longer one.
-STOPWORDS = sorted(set(bm25s.stopwords.STOPWORDS_EN_PLUS) | {"much", "many", "paper", "papers"})
 
 
 @dataclass
@@ -53,37 +48,8 @@ class Hit:
     bm25_rank: int | None = None
     url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    named: bool = False  # the question names this paper (see intent.mentions)
+    named: bool = False  # the question names this paper (see text.mentions)
 
-
-
-# Snowball keeps the "s" of "NPUs" or "GPUs" (a vowel precedes it): drop acronym plurals first.
-_ACRONYM_PLURAL = re.compile(r"\b([A-Z][A-Z0-9]+)s\b")
-
-
-def tokenize(texts: list[str]) -> list[list[str]]:
-    """Stemmed, stopword-free tokens, the same for the index and for queries."""
-    texts = [_ACRONYM_PLURAL.sub(r"\1", t) for t in texts]
-    return bm25s.tokenize(texts, stemmer=_STEMMER, stopwords=STOPWORDS, return_ids=False, show_progress=False)
-
-
-@functools.lru_cache(maxsize=4096)
-def content_terms(text: str) -> frozenset[str]:
-    """The stemmed content words and numbers of a text.
-
-    Cached: citation checking scores every answer sentence against the same source texts.
-    """
-    terms = {_COMPARATIVES.get(t, t) for t in tokenize([text])[0]} | set(re.findall(r"\d+(?:\.\d+)?", text))
-    terms.discard("")
-    return frozenset(terms)
-
-
-# The stemmer keeps comparatives: "how fast" should find "22.4x faster" (content terms only; the
-# keyword index keeps its own tokens).
-_COMPARATIVES = {"faster": "fast", "fastest": "fast", "slower": "slow", "smaller": "small", "larger": "larg",
-                 "higher": "high", "lower": "low", "longer": "long", "shorter": "short", "cheaper": "cheap",
-                 "better": "good", "best": "good", "quicker": "quick"}
-_FOLDED = frozenset(_COMPARATIVES.values())
 
 
 def _file_digest(path: Path) -> str:
@@ -141,7 +107,10 @@ class KeywordIndex:
         """Index ``(chunk ids, texts)`` pages; memory: the term counts, not the texts."""
         vocab: dict[str, int] = {}
         ids: list[str] = []
-        doc_parts, term_parts, tf_parts, lengths = [], [], [], []
+        doc_parts: list[np.ndarray] = []
+        term_parts: list[np.ndarray] = []
+        tf_parts: list[np.ndarray] = []
+        lengths: list[int] = []
         for page_ids, texts in pages:
             # (document, term, count) triples of one page, kept as compact arrays per page.
             page_docs: list[int] = []
@@ -279,7 +248,7 @@ class KeywordIndex:
         out = []
         for t in terms:
             # Comparatives are folded on purpose (see content_terms): "cheap" is no typo of "cheaper".
-            if len(t) >= 4 and t.isalpha() and t not in vocab and t not in _FOLDED:
+            if len(t) >= 4 and t.isalpha() and t not in vocab and t not in FOLDED:
                 fixed = self._corrections.get(t)  # read once: another answer's thread may clear the memo
                 if fixed is None:
                     if len(self._corrections) > 100_000:
@@ -387,9 +356,8 @@ class HybridRetriever:
             pid = meta["paper_id"]
             hit = hits.get(pid)
             if hit is None:
-                # Stored chunk texts start with the title line; the hit carries the abstract text.
-                body = text.partition("\n")[2] or text
-                hit = hits[pid] = Hit(pid, meta["title"], body, 0.0, url=meta.get("url"), metadata=meta)
+                # The hit carries the chunk without its title line.
+                hit = hits[pid] = Hit(pid, meta["title"], stored_body(text), 0.0, url=meta.get("url"), metadata=meta)
             hit.score += weight / (s.rrf_k + rank)
             return hit
 

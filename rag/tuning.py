@@ -5,7 +5,7 @@
 to choose a value. "exam set" means eval/questions.jsonl, which earlier values were chosen on.
 """
 
-# ----- names (rag/intent.py, rag/retrieve.py) ----------------------------------------------------
+# ----- names (rag/text.py, rag/retrieve.py) ------------------------------------------------------
 #: Two spellings of a name match when difflib's ratio of their squashed forms reaches this: one
 #: typo in a six-letter name scores 0.83 or more (dev split, casual questions: "cachblend", "mlm-npu").
 FUZZY_NAME = 0.83
@@ -17,7 +17,28 @@ COMMON_DF = 3
 #: Vocabularies above this size get no spelling corrections (difflib is linear in it).
 MAX_CORRECTION_VOCAB = 50_000
 
-# ----- conversation (rag/answer.py) --------------------------------------------------------------
+# ----- relevance gate (rag/gate.py) -----------------------------------------------------------
+# Set by hand in the first version (before any question set existed) and not tuned since.
+#: Without a named paper or a close dense match, a hit is on topic when it holds this share of the
+#: question's content words (weighted by rarity) ...
+GATE_SUPPORT = 0.5
+#: ... and at least this many of them: one shared rare word ("capital" in "capitalizes") is not a topic.
+GATE_SHARED_TERMS = 2
+#: A name of fewer squashed letters ("ODE") may be the user's own acronym, spelt out in the
+#: abstract: only longer names that no hit mentions make the gate abstain. Dev split (issue 13).
+UNKNOWN_NAME_MIN = 4
+#: A name with digits of at least this many letters may sit inside a longer one
+#: ("Llama-3.1-70B" in "Llama-3.1-70B-Instruct"); shorter ones must match a whole word. Dev split.
+LONG_NAME = 6
+
+# ----- evidence (rag/evidence.py) --------------------------------------------------------------
+# Set by hand in the first version and not tuned since.
+#: Hits whose fused score is below this share of the best hit's are not sources.
+SOURCE_SCORE_RATIO = 0.5
+#: A sentence's score for being shown to the model: dense similarity + this x its word support.
+SENTENCE_SUPPORT_WEIGHT = 0.5
+
+# ----- conversation (rag/conversation.py) ------------------------------------------------------
 #: A follow-up with at most this many focus words and no name of its own continues the
 #: conversation's paper ("and for decoding?", "storage?"); dev split follow-ups.
 ELLIPSIS_TERMS = 2
@@ -37,13 +58,19 @@ FIGURE_BONUS = 0.15
 #: sentences only which of its sentences (dev split: 16 answers from a wrong paper vs 17 at 0.05).
 RANK_PENALTY = 1.0
 
-# ----- answers written by code (rag/answer.py) ---------------------------------------------------
+# ----- answers written by code (rag/written.py) ---------------------------------------------------
 #: Papers considered for "any papers on X?", and what a paper's best sentence needs to be listed
 #: (after the first): this share of the focus words, or this dense similarity. Dev split, list
 #: questions: (0.5, 0.5) precision 0.83 recall 0.72; (0.4, 0.45) 0.77 / 0.80; (0.3, 0.4) 0.58 / 0.83.
 LIST_CANDIDATES = 8
 LIST_COVERAGE = 0.5
 LIST_SIMILARITY = 0.5
+#: A side of "A vs B" that names no paper describes one when it has this many content words
+#: ("one-epoch training"); a shorter one ("vs vLLM") is a baseline. Dev split, compare questions.
+COMPARE_SIDE_TERMS = 3
+#: Rows of a comparison table (each row is a quoted sentence; more would bury the answer). Set with
+#: the comparison code (issue 13), not tuned.
+COMPARE_MAX_PAPERS = 4
 
 # ----- citations (rag/citations.py; exam set) ----------------------------------------------------
 #: An answer sentence must share at least this share of its content words with a source.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from rag import LLMError
-from rag.answer import answer_messages, prompt_start
 from rag.chat_template import BUILT_IN, ChatTemplate, chat_template
 from rag.citations import Source
+from rag.generate import answer_messages, prompt_start
 
 FIRST = Source(1, "p1", "CacheBlend", "It reuses KV caches.")
 SECOND = Source(2, "p2", "TurboRAG", "It precomputes KV caches.")
@@ -16,7 +16,8 @@ TOKENS = {"chatml": ("", "<|im_end|>"), "gemma": ("<bos>", "<eos>"), "llama-3": 
 
 
 def test_chatml_writes_each_message_as_a_turn():
-    text = ChatTemplate(BUILT_IN["chatml"]).render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    text = ChatTemplate(BUILT_IN["chatml"]).render([{"role": "system", "content": "S"},
+                                                    {"role": "user", "content": "U"}])
     assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -53,7 +54,8 @@ def test_a_template_that_refuses_a_system_turn_gets_it_in_the_first_user_turn():
               "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}")
     template = ChatTemplate(strict)
     assert template.fold_system
-    assert template.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]) == "<user>S\n\nU</user>"
+    assert template.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]) == (
+        "<user>S\n\nU</user>")
     prompt = template.render(answer_messages([FIRST, SECOND], "How are KV caches reused?"))
     assert prompt.startswith(template.prefix(prompt_start(FIRST)))
 

@@ -36,7 +36,8 @@ def test_unsupported_sentences_are_removed_and_only_cited_papers_are_listed():
 
 
 def test_a_figure_the_source_does_not_hold_is_not_supported():
-    text, cites = attribute("mllm-NPU achieves 22.4x faster prefill speed [1]. CacheBlend reduces TTFT by 7.5X [2].", SOURCES)
+    text, cites = attribute("mllm-NPU achieves 22.4x faster prefill speed [1]. CacheBlend reduces TTFT by 7.5X [2].",
+                            SOURCES)
     assert text == "mllm-NPU achieves 22.4x faster prefill speed [1]."
     assert [c.paper_id for c in cites] == ["p-npu"]
 

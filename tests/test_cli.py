@@ -7,11 +7,10 @@ from importlib.metadata import version
 
 import pytest
 
-from rag import CorpusError, Engine, Settings
-from rag import cli
-from rag.cli import build_parser, format_answer, main, rebuild, stored_papers
+from rag import CorpusError, Engine, Settings, cli
 from rag.answer import Answer
 from rag.citations import Citation
+from rag.cli import build_parser, format_answer, main, rebuild, stored_papers
 from rag.settings import DEFAULT_CORPUS
 
 from .conftest import FakeLLM

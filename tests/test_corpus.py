@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.corpus import CorpusError, chunk_abstract, load_papers, paper_id, split_sentences
+from rag.corpus import CorpusError, chunk_abstract, load_papers, paper_id
 from rag.settings import DEFAULT_CORPUS
+from rag.text import split_sentences
 
 ABSTRACT = "We study a thing. " * 12
 
@@ -38,7 +39,8 @@ def test_ids_are_stable_and_content_based():
 
 def test_jsonl_with_optional_fields(tmp_path):
     rows = [
-        {"id": "p1", "title": "A Paper", "abstract": ABSTRACT, "url": "https://x/1", "authors": ["A B", "C D"], "year": 2024},
+        {"id": "p1", "title": "A Paper", "abstract": ABSTRACT, "url": "https://x/1", "authors": ["A B", "C D"],
+         "year": 2024},
         {"title": "Another Paper", "abstract": ABSTRACT + "More.", "authors": "E F, G H", "year": "2023"},
     ]
     path = write(tmp_path, "c.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n\n")
@@ -71,7 +73,8 @@ def test_jsonl_errors_name_file_line_and_problem(tmp_path, content, line, messag
 
 
 def test_same_id_for_two_different_papers_is_an_error(tmp_path):
-    path = write(tmp_path, "dup.jsonl", '{"id": "1", "title": "A", "abstract": "x"}\n{"id": "1", "title": "B", "abstract": "y"}\n')
+    path = write(tmp_path, "dup.jsonl",
+                 '{"id": "1", "title": "A", "abstract": "x"}\n{"id": "1", "title": "B", "abstract": "y"}\n')
     with pytest.raises(CorpusError, match="used by two different papers"):
         load_papers(path)
 
@@ -109,7 +112,8 @@ def test_long_abstracts_are_chunked_by_sentence():
     assert all(len(c.split()) <= 50 for c in chunks)
     assert " ".join(chunks) == " ".join(sentences)
     assert chunk_abstract("Short one. Two.", max_words=50) == ["Short one. Two."]
-    assert split_sentences("It is 2.5x faster. Then (a) works. Done") == ["It is 2.5x faster.", "Then (a) works.", "Done"]
+    assert split_sentences("It is 2.5x faster. Then (a) works. Done") == [
+        "It is 2.5x faster.", "Then (a) works.", "Done"]
 
 
 BOM = "\ufeff"

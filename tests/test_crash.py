@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from eval.scale import write_corpus
+from rag.catalog import Catalog
 from rag.corpus import load_papers
+from rag.ingest import ingest_file
 from rag.settings import Settings
 from rag.store import Store
 
@@ -23,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # The real Store and Chroma in a child process; the hashing embedding keeps each run short.
 CHILD = """
 import sys
+from rag.ingest import ingest_file
 from rag.settings import Settings
 from rag.store import Store
 from tests.conftest import HashEmbedding
 store = Store(Settings(data_dir=sys.argv[1], default_corpus=None, ingest_batch=40), HashEmbedding())
 print("start", flush=True)
-store.ingest(sys.argv[2], progress=False)
+ingest_file(store, sys.argv[2], progress=False)
 print("done", flush=True)
 """
 
@@ -69,7 +72,7 @@ def test_killed_ingests_then_a_rerun_leave_exactly_the_collection(tmp_path):
 
     embed = HashEmbedding()
     store = Store(Settings(data_dir=data_dir, default_corpus=None), embed)
-    assert set(store.papers()) == expected  # nothing missing, nothing extra
+    assert set(Catalog(store).papers()) == expected  # nothing missing, nothing extra
     ids, texts, metadatas = store.chunks()
     assert len(ids) == len(set(ids)) == store.count() == len(expected)  # one chunk each, no duplicates
     got = store.collection.get(include=["embeddings"], limit=len(ids) + 10)
@@ -80,5 +83,5 @@ def test_killed_ingests_then_a_rerun_leave_exactly_the_collection(tmp_path):
         vector = np.asarray(embed.get_text_embedding(text), dtype=np.float32)
         top = store.collection.query(query_embeddings=[vector.tolist()], n_results=1, include=["documents"])
         assert top["documents"][0][0] == text
-    (report,) = [store.ingest(corpus, progress=False)]
+    report = ingest_file(store, corpus, progress=False)
     assert report.unchanged == len(expected) and report.chunks == 0

@@ -20,8 +20,10 @@ import pytest
 
 from eval.browser import free_port, serving
 from rag import Engine, Settings
+from rag.catalog import Catalog
 from rag.corpus import load_papers
 from rag.embedding import EmbeddingError, MiniLMEmbedding, OpenAICompatibleEmbedding, make_embedding
+from rag.ingest import ingest_file
 from rag.settings import DEFAULT_CORPUS
 from rag.store import Store, StoreError
 from tests.conftest import llama_server_cmd
@@ -104,7 +106,7 @@ def fake_server(dim: int = DIM) -> Iterator[tuple[FakeServer, str]]:
     fake = FakeServer(dim)
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:  # http.server's naming
             fake.handle(self)
 
         def log_message(self, *args: object) -> None:
@@ -269,8 +271,8 @@ def test_store_refuses_another_model_or_dimension(served, tmp_path):
     settings = Settings(data_dir=tmp_path / "data", default_corpus=None)
     emb = OpenAICompatibleEmbedding(url, "fake-model")
     store = Store(settings, emb)
-    store.ingest(DEFAULT_CORPUS)
-    assert len(Store(settings, emb).papers()) == 71  # the same model opens it
+    ingest_file(store, DEFAULT_CORPUS)
+    assert len(Catalog(Store(settings, emb)).papers()) == 71  # the same model opens it
     other = OpenAICompatibleEmbedding(url, "other-model")
     with pytest.raises(StoreError, match=re.escape(
             f"built with the embedding model 'server:fake-model:{DIM}' ({DIM} dimensions), but the configured one "
@@ -305,7 +307,7 @@ def test_llama_cpp_server_embeddings_ingest_and_retrieve(tmp_path):
                             embed_base_url=f"http://127.0.0.1:{port}/v1", embed_model="qwen-0.5b")
         engine = Engine(settings, llm=FakeLLM())  # the empty store gets the few papers, embedded by the server
         assert engine.embed_model.model_name == "server:qwen-0.5b:896"
-        assert len(engine.store.papers()) == len(chosen)
+        assert len(Catalog(engine.store).papers()) == len(chosen)
         # The stored vectors are the server's (averaged over tokens, normalised).
         got = engine.store.collection.get(ids=[f"{chosen[6].id}:0"], include=["embeddings", "documents"])
         np.testing.assert_allclose(got["embeddings"][0], engine.embed_model.embed(got["documents"])[0], atol=1e-4)

@@ -73,7 +73,8 @@ def test_scores_of_one_answer():
 
 def test_answer_run_report_and_plot_with_fakes(make_engine, tmp_path):
     engine = make_engine(REPLY, REPLY)
-    rows = [{"id": "a", "type": "factoid", "question": QUESTION, "gold": [NPU_TITLE], "key_facts": ["1,000 tokens/sec"]},
+    rows = [{"id": "a", "type": "factoid", "question": QUESTION, "gold": [NPU_TITLE],
+             "key_facts": ["1,000 tokens/sec"]},
             {"id": "b", "type": "unanswerable", "question": "Who won the 2018 football World Cup?", "gold": [],
              "key_facts": []}]
     per = run_answers("paperchat", engine_asker(engine), rows)

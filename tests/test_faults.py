@@ -43,7 +43,8 @@ def _page_text(engine: Engine, question: str) -> str:
 
 def test_chroma_server_killed_stopped_restarted_or_emptied(tmp_path, monkeypatch, capsys):
     port = free_port()
-    cmd = [str(VENV_BIN / "chroma"), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [str(VENV_BIN / "chroma"), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1",
+           "--port", str(port)]
     heartbeat = f"http://127.0.0.1:{port}/api/v2/heartbeat"
     settings = Settings(data_dir=tmp_path / "unused", cache_dir=tmp_path / "cache", chroma_url=f"http://127.0.0.1:{port}",
                         chroma_timeout_s=3)
@@ -127,7 +128,8 @@ def test_llm_server_killed_or_stopped_mid_answer(tmp_path, monkeypatch, capsys):
         with pytest.raises(LLMError, match="lost the LLM server .* ask again once it is back"):
             engine.ask(MODEL_QUESTION)
         assert _page_text(engine, MODEL_QUESTION).startswith("⚠️ The language model failed: lost the LLM server")
-        code, err = _cli_error(["ask", MODEL_QUESTION], {"PAPERCHAT_LLM_BASE_URL": url, "PAPERCHAT_LLM_MODEL": "qwen-0.5b",
+        code, err = _cli_error(["ask", MODEL_QUESTION], {"PAPERCHAT_LLM_BASE_URL": url,
+                                                         "PAPERCHAT_LLM_MODEL": "qwen-0.5b",
                                                          "PAPERCHAT_LLM_RETRIES": "0",
                                                          "PAPERCHAT_DATA_DIR": str(tmp_path / "data"),
                                                          "PAPERCHAT_CACHE_DIR": str(tmp_path / "cache")},
@@ -170,7 +172,8 @@ def test_llm_stream_closed_half_way_is_an_error_not_an_answer(tmp_path):
     try:
         port = listener.getsockname()[1]
         llm = OpenAICompatibleLLM(f"http://127.0.0.1:{port}/v1", "m", None, timeout_s=5, retries=0)
-        engine = Engine(Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", default_corpus=DEFAULT_CORPUS),
+        engine = Engine(Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache",
+                                 default_corpus=DEFAULT_CORPUS),
                         llm=llm, embed_model=HashEmbedding())
         pieces = []
         with pytest.raises(LLMError, match="lost the LLM server .* dropped"):
@@ -187,7 +190,8 @@ def test_embedding_server_down_is_a_one_line_error(tmp_path, monkeypatch, capsys
         Engine(Settings(data_dir=tmp_path / "data", embed_base_url=url, embed_model="e", embed_retries=0),
                llm=FakeLLM())
     code, err = _cli_error(["ask", QUESTION], {"PAPERCHAT_EMBED_BASE_URL": url, "PAPERCHAT_EMBED_MODEL": "e",
-                                               "PAPERCHAT_EMBED_RETRIES": "0", "PAPERCHAT_DATA_DIR": str(tmp_path / "d")},
+                                               "PAPERCHAT_EMBED_RETRIES": "0",
+                                               "PAPERCHAT_DATA_DIR": str(tmp_path / "d")},
                            monkeypatch, capsys)
     assert code == 1 and err.startswith("error: cannot reach the embedding server") and "\n" not in err
 
@@ -197,6 +201,7 @@ import signal, sys
 from pathlib import Path
 import rag.store
 from rag import Engine, Settings, StoreError
+from rag.catalog import Catalog
 from rag.settings import DEFAULT_CORPUS
 from tests.conftest import FakeLLM, HashEmbedding, llama_server_cmd
 data, low_mb, files = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
@@ -208,7 +213,7 @@ try:
 except StoreError as e:
     print(e)
     sys.exit(3)
-print(engine.store.paper_count(), engine.retrieve("How does CacheBlend reuse KV caches?")[0].title)
+print(Catalog(engine.store).paper_count(), engine.retrieve("How does CacheBlend reuse KV caches?")[0].title)
 """
 
 
@@ -241,7 +246,8 @@ def test_a_full_disk_during_ingest_is_a_clear_error_and_the_store_stays_whole(sm
     import subprocess
 
     def run(low_mb: int, *files: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", DISK_SCRIPT, str(small_disk / "data"), str(low_mb), *map(str, files)],
+        return subprocess.run([sys.executable, "-c", DISK_SCRIPT, str(small_disk / "data"), str(low_mb),
+                               *map(str, files)],
                               capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent)
 
     big = _synthetic(tmp_path / "big.jsonl", 4000)
@@ -251,7 +257,8 @@ def test_a_full_disk_during_ingest_is_a_clear_error_and_the_store_stays_whole(sm
     # to 3 MB so the write itself hits the full disk).
     full = run(3, big)
     assert full.returncode == 3, (full.stdout, full.stderr[-2000:])
-    assert "the disk holding the store at" in full.stdout and "is full" in full.stdout and "free some space" in full.stdout
+    assert ("the disk holding the store at" in full.stdout and "is full" in full.stdout
+            and "free some space" in full.stdout)
     # The store opens, and every stored paper is whole: it answers, with the 71 papers and those of
     # the batches written before the disk filled.
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)

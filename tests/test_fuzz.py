@@ -12,11 +12,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from rag import Answer, Engine, QuestionError
+from rag.catalog import Catalog
 from rag.corpus import CorpusError, load_papers, title_key
+from rag.ingest import ingest_file, remove
 from rag.settings import DEFAULT_CORPUS, Settings
 from rag.store import Store
 
 from .conftest import FakeLLM, HashEmbedding
+
 
 @pytest.fixture(scope="module")
 def fuzz_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
@@ -46,17 +49,18 @@ def test_any_bytes_parse_or_raise_the_documented_error(tmp_path_factory, data, n
 @given(st.binary(max_size=1500), st.sampled_from(["c.txt", "c.jsonl"]))
 def test_a_bad_file_never_writes_part_of_itself(fuzz_engine, tmp_path_factory, data, name):
     store = fuzz_engine.store
-    before = {p.id: p.content_hash for p in store.papers().values()}
+    catalog = Catalog(store)
+    before = {p.id: p.content_hash for p in catalog.papers().values()}
     path = tmp_path_factory.mktemp("fuzz") / name
     path.write_bytes(b"Valid Title Of A Paper\nA valid abstract about caching prefill states for speed.\n" + data)
     try:
-        store.ingest(path)
+        ingest_file(store, path)
     except CorpusError:
-        assert {p.id: p.content_hash for p in store.papers().values()} == before
+        assert {p.id: p.content_hash for p in catalog.papers().values()} == before
     else:
         for pid in [p.id for p in load_papers(path)]:
-            assert pid in store.papers()
-        store.remove([p.id for p in load_papers(path) if p.id not in before])  # back to the collection
+            assert pid in catalog.papers()
+        remove(store, [p.id for p in load_papers(path) if p.id not in before])  # back to the collection
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=30),
@@ -113,7 +117,7 @@ class IngestMachine(RuleBasedStateMachine):
         self.files += 1
         path = self.dir / f"f{self.files}.txt"
         path.write_text("".join(f"{t}\n{a}\n\n" for t, a in papers))
-        self.store.ingest(path)
+        ingest_file(self.store, path)
         for title, abstract in papers:
             self.expected[title_key(title)] = abstract
 
@@ -131,7 +135,7 @@ class IngestMachine(RuleBasedStateMachine):
     def resend_or_change(self, data: st.DataObject) -> None:
         if not self.expected:
             return
-        stored = {title_key(p.title): p.title for p in self.store.papers().values()}
+        stored = {title_key(p.title): p.title for p in Catalog(self.store).papers().values()}
         key = data.draw(st.sampled_from(sorted(self.expected)))
         changed = data.draw(st.booleans())
         abstract = self.expected[key] + (" We add a new result on sparse decoding." if changed else "")
@@ -139,7 +143,7 @@ class IngestMachine(RuleBasedStateMachine):
 
     @invariant()
     def store_equals_the_model(self) -> None:
-        papers = self.store.papers()
+        papers = Catalog(self.store).papers()
         assert len(papers) == len(self.expected)
         ids, texts, metas = self.store.chunks()
         assert len(ids) == len(set(ids)) == self.store.count()  # no duplicate chunks

@@ -1,13 +1,10 @@
-"""What a question asks for, and names typed the way people type them."""
+"""What a question asks for: its language, kind and what it wants."""
 
 from __future__ import annotations
 
 import pytest
 
-from rag.intent import intent, language, mentions, paper_names, squash
-
-NPU = "Empowering 1000 tokens/second on-device LLM prefilling with mllm-NPU"
-CACHEBLEND = "CacheBlend: Fast Large Language Model Serving for RAG with Cached Knowledge Fusion"
+from rag.intent import intent, language
 
 
 @pytest.mark.parametrize(("question", "lang"), [
@@ -41,34 +38,17 @@ def test_what_a_question_asks_for(question, named, kind, wants):
     assert (got.kind, got.wants) == (kind, wants)
 
 
-def test_names_match_as_people_type_them():
-    assert squash("Llama-2") == squash("llama 2") == squash("LLaMA2")
-    assert "mllmnpu" in paper_names(NPU) and "cacheblend" in paper_names(CACHEBLEND)
-    assert mentions("how fast is mlm-npu prefil", paper_names(NPU))  # one letter missing
-    assert mentions("cachblend ttft speedup?", paper_names(CACHEBLEND))  # a typo
-    assert mentions("what does Cache Blend do", paper_names(CACHEBLEND))  # two words
-    assert not mentions("how do caches blend into storage?", {"cacheblend"} - {"cacheblend"})
-    assert not mentions("does the input stage matter", {"npu"})  # a token, not a substring
-
-
 def test_which_system_wants_a_name_even_when_it_mentions_a_quantity_word():
     assert intent("Which system reduces memory use for KV caches?").wants == "name"
     assert intent("Which system, and by how much does it reduce memory?").wants == "figure"
     assert intent("does it say how it works?").kind == "fact"  # "works" is not a list of papers
 
 
-def test_a_typo_is_forgiven_only_in_a_lower_case_word_the_collection_does_not_use():
-    minference = {"minference"}
-    assert not mentions("by how much does it increase inference throughput?", minference, known=lambda w: True)
-    assert mentions("minfrence prefill speedup?", minference, known=lambda w: False)
-    assert not mentions("How does Mixtral route tokens?", {"mistral"})  # a capitalised name is exact
-    assert not mentions("flashattention-3 fp8 tflops?", {"flashattention"})  # a version is no typo
-
-
 def test_the_sides_of_a_comparison():
     from rag.intent import sides
 
-    assert sides("WRAP vs one-epoch training: pretraining speedups?") == ["WRAP", "one-epoch training: pretraining speedups"]
+    assert sides("WRAP vs one-epoch training: pretraining speedups?") == [
+        "WRAP", "one-epoch training: pretraining speedups"]
     assert sides("compare flatquant with qqq") == ["flatquant", "qqq"]
     assert sides("How much faster is TurboRAG compared to conventional RAG?") == []
     assert intent("difference between SARATHI and Sarathi-Serve?", 1).kind == "compare"

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag import LLMError, Settings
-from rag import weights
+from rag import LLMError, Settings, weights
 from rag.llm import make_llm
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"

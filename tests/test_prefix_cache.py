@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.answer import answer_messages, prompt_start
-from rag.citations import Source
 from rag.prefix_cache import PrefixCache, shared_prefix
 
 

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from rag.corpus import load_papers
-from rag.retrieve import KeywordIndex, content_terms, tokenize
+from rag.ingest import ingest_file, remove
+from rag.retrieve import KeywordIndex
 from rag.settings import DEFAULT_CORPUS
 from rag.store import Store
+from rag.text import tokenize
 
 
 def test_hits_carry_paper_fields_and_fused_scores(make_engine):
@@ -25,8 +27,6 @@ def test_keyword_side_finds_rare_terms():
     index = KeywordIndex.from_texts(["a", "b"], ["mllm-NPU runs on NPUs", "GPUs run kernels"])
     assert index.search("Which paper uses phone NPUs?", 2)[0][0] == "a"
     assert index.search("zebra", 2) == []
-    assert tokenize(["NPUs and GPUs"]) == [["npu", "gpu"]]
-    assert "2.2" in content_terms("a 2.2x speedup")
 
 
 def test_keyword_index_follows_new_papers(make_engine, tmp_path):
@@ -72,7 +72,8 @@ def test_saved_keyword_index_is_loaded_at_start_and_dropped_after_any_write(make
     first = engine.retrieve("chunked prefill", k=3)
     builds = []
     real_build = KeywordIndex.build.__func__
-    monkeypatch.setattr(KeywordIndex, "build", classmethod(lambda cls, pages: builds.append(1) or real_build(cls, pages)))
+    monkeypatch.setattr(KeywordIndex, "build",
+                        classmethod(lambda cls, pages: builds.append(1) or real_build(cls, pages)))
     again = make_engine()  # a restart: the saved index is current
     assert [h.paper_id for h in again.retrieve("chunked prefill", k=3)] == [h.paper_id for h in first]
     assert builds == []
@@ -80,7 +81,7 @@ def test_saved_keyword_index_is_loaded_at_start_and_dropped_after_any_write(make
     other = Store(engine.settings, engine.embed_model)
     path = tmp_path / "z.jsonl"
     path.write_text('{"title": "Zebrafish Attention", "abstract": "Attention heads modelled on zebrafish vision."}\n')
-    other.ingest(path)
+    ingest_file(other, path)
     assert again.retrieve("zebrafish", k=1)[0].title == "Zebrafish Attention"
     assert builds == [1]
     make_engine().retrieve("zebrafish", k=1)
@@ -100,7 +101,7 @@ def test_unreadable_saved_index_is_rebuilt(make_engine, caplog):
 def test_removed_papers_are_not_returned_by_a_stale_keyword_index(make_engine):
     engine = make_engine(keyword_background_chunks=10)
     top = engine.retrieve("chunked prefill", k=1)[0]
-    engine.store.remove([top.paper_id])
+    remove(engine.store, [top.paper_id])
     # The index is rebuilt in the background; meanwhile the removed paper must not come back.
     assert top.paper_id not in {h.paper_id for h in engine.retrieve("chunked prefill", k=5)}
 

@@ -14,6 +14,7 @@ import pytest
 
 from eval.browser import free_port, serving
 from rag import Answer, Engine, LLMError, Settings
+from rag.catalog import Catalog
 from rag.llm import OpenAICompatibleLLM
 from tests.conftest import llama_server_cmd
 
@@ -23,14 +24,14 @@ VENV_BIN = Path(sys.executable).parent
 class _Failing(http.server.BaseHTTPRequestHandler):
     requests = 0
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         type(self).requests += 1
         self.send_response(500)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
         self.wfile.write(b'{"error": {"message": "model crashed"}}')
 
-    do_POST = do_GET
+    do_POST = do_GET  # noqa: N815 - http.server's naming
 
     def log_message(self, *args: object) -> None:
         pass
@@ -66,19 +67,20 @@ def test_llm_server_that_is_down_is_an_error_at_start(tmp_path):
 @pytest.mark.integration
 def test_chroma_server_keeps_the_collection_across_restarts(tmp_path):
     port = free_port()
-    cmd = [str(VENV_BIN / "chroma"), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [str(VENV_BIN / "chroma"), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1",
+           "--port", str(port)]
     heartbeat = f"http://127.0.0.1:{port}/api/v2/heartbeat"
     settings = Settings(data_dir=tmp_path / "unused", chroma_url=f"http://127.0.0.1:{port}", collection="lab-papers")
     with serving(cmd, heartbeat, tmp_path / "chroma.log", timeout=120):
         engine = Engine(settings)  # empty collection on the server: the default papers are ingested
-        assert len(engine.store.papers()) == 71
+        assert len(Catalog(engine.store).papers()) == 71
         assert engine.retrieve("How does CacheBlend reuse KV caches?")[0].title.startswith("CacheBlend")
         answer = engine.ask("How does CacheBlend reuse KV caches?")
         assert answer.citations and answer.citations[0].title.startswith("CacheBlend")
     assert not (tmp_path / "unused").exists()  # nothing went to an embedded store
     with serving(cmd, heartbeat, tmp_path / "chroma.log", timeout=120):
         again = Engine(settings)
-        assert len(again.store.papers()) == 71
+        assert len(Catalog(again.store).papers()) == 71
         (report,) = again.ingest([settings.default_corpus])
         assert report.unchanged == 71 and report.chunks == 0
         assert again.retrieve("What context length does Qwen2.5-1M support?")[0].title.startswith("Qwen2.5-1M")
@@ -87,7 +89,8 @@ def test_chroma_server_keeps_the_collection_across_restarts(tmp_path):
 @pytest.mark.integration
 def test_openai_compatible_server_streams_cited_answers(tmp_path):
     port = free_port()
-    with serving(llama_server_cmd(port), f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log", timeout=120):
+    with serving(llama_server_cmd(port), f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log",
+                 timeout=120):
         settings = Settings(data_dir=tmp_path / "data", llm_base_url=f"http://127.0.0.1:{port}/v1",
                             llm_model="qwen-0.5b")
         engine = Engine(settings)

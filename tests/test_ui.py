@@ -8,16 +8,17 @@ import pytest
 
 from eval.browser import free_port
 from rag import ABSTAIN_TEXT, Answer, Hit, LLMError, Settings
+from rag.catalog import Catalog
 from rag.citations import Citation
 from ui.app import (
     ABSTAIN_MARKDOWN,
     STOPPED_DRAFT_NOTE,
     STOPPED_TEXT,
-    escape,
     WAITING_TEXT,
     add_papers,
     answer_markdown,
     build,
+    escape,
     format_sources,
     header_markdown,
     launch_options,
@@ -53,7 +54,8 @@ def test_abstention_looks_different_and_names_the_papers_checked():
     assert answer_markdown(answer) == ABSTAIN_MARKDOWN and ABSTAIN_TEXT in ABSTAIN_MARKDOWN
     near = Answer("q", ABSTAIN_TEXT + " The closest paper, \u201cA*\u201d, does not state it.", [], True, [hit],
                   abstain_reason="near-miss")
-    assert answer_markdown(near) == ABSTAIN_MARKDOWN + " " + escape("The closest paper, \u201cA*\u201d, does not state it.")
+    assert answer_markdown(near) == ABSTAIN_MARKDOWN + " " + escape(
+        "The closest paper, \u201cA*\u201d, does not state it.")
     md = format_sources(answer)
     assert md.startswith("**Not in the collection.**") and "Sources" not in md
     assert "- Closest &lt;paper&gt;" in md
@@ -108,14 +110,14 @@ def test_errors_are_shown_as_messages(make_engine):
 
 
 def test_paper_list_search(make_engine):
-    engine = make_engine()
-    rows, count = paper_rows(engine)
+    catalog = Catalog(make_engine().store)
+    rows, count = paper_rows(catalog)
     assert len(rows) == 71 and count == "71 of 71 papers"
     assert rows == sorted(rows, key=lambda r: r[0].casefold()) and rows[0][1] == "trending-papers.txt"
-    rows, count = paper_rows(engine, "  cacheblend ")
+    rows, count = paper_rows(catalog, "  cacheblend ")
     assert [r[0][:10] for r in rows] == ["CacheBlend"] and count == "1 of 71 papers match “cacheblend”"
-    assert paper_rows(engine, "no such paper")[0] == []
-    assert "**71 papers**" in header_markdown(engine)
+    assert paper_rows(catalog, "no such paper")[0] == []
+    assert "**71 papers**" in header_markdown(catalog)
 
 
 def test_adding_a_file_reports_progress_and_bad_files_change_nothing(make_engine, tmp_path):
@@ -124,7 +126,7 @@ def test_adding_a_file_reports_progress_and_bad_files_change_nothing(make_engine
     bad.write_text('{"title": "New", "abstract": "About decoding."}\n{"title": "broken"\n')
     message = add_papers(engine, str(bad))
     assert message.startswith("⚠️ Nothing was added; the collection is unchanged. bad.jsonl:2: not valid JSON")
-    assert len(engine.store.papers()) == 71
+    assert len(Catalog(engine.store).papers()) == 71
     assert add_papers(engine, None).startswith("⚠️ Choose a file")
 
     good = tmp_path / "new.txt"
@@ -134,7 +136,7 @@ def test_adding_a_file_reports_progress_and_bad_files_change_nothing(make_engine
     message = add_papers(engine, str(good), lambda done, desc, unit: calls.append((done, desc)))
     assert message == "✅ new.txt: 1 papers read, 1 added, 0 replaced, 0 already in the collection."
     assert calls == [((1, 1), "Adding new.txt")]
-    assert len(engine.store.papers()) == 72
+    assert len(Catalog(engine.store).papers()) == 72
 
 
 def test_page_builds_with_its_parts(make_engine):
@@ -171,7 +173,7 @@ def test_uploads_are_bounded_in_size_and_papers(make_engine, tmp_path):
     big = tmp_path / "big.txt"
     big.write_bytes(b"x" * (1 << 20) + b"x")
     assert "larger than 1 MB" in add_papers(engine, str(big))
-    assert len(engine.store.papers()) == 71
+    assert len(Catalog(engine.store).papers()) == 71
     assert launch_options(engine.settings)["max_file_size"] == "1mb"
 
 

@@ -14,8 +14,19 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from rag import (ABSTAIN_TEXT, Answer, CorpusError, EmbeddingError, EmbeddingModelError, Engine, LLMError,
-                 QuestionError, Settings, StoreError)
+from rag import (
+    ABSTAIN_TEXT,
+    Answer,
+    CorpusError,
+    EmbeddingError,
+    EmbeddingModelError,
+    Engine,
+    LLMError,
+    QuestionError,
+    Settings,
+    StoreError,
+)
+from rag.catalog import Catalog
 from rag.llm import Message
 
 log = logging.getLogger(__name__)
@@ -134,7 +145,7 @@ def respond(
                 return
             text += item
             yield shown(escape(text)), "", turns, False
-    except Exception as e:  # noqa: BLE001 - the page shows a readable message, never a stack trace
+    except Exception as e:  # the page shows a readable message, never a stack trace
         if not isinstance(e, QuestionError):
             log.exception("answering %r failed", message)
         yield shown(error_message(e)), "", turns, False
@@ -166,20 +177,20 @@ def queue_length(page: gr.Blocks) -> int | None:
         return None
 
 
-def header_markdown(engine: Engine) -> str:
+def header_markdown(catalog: Catalog) -> str:
     """Title and one line about the collection."""
-    n = engine.store.paper_count()
+    n = catalog.paper_count()
     return (f"# paperchat\nAsk about the **{n} papers** in the collection. Every claim cites its paper; "
             "a question the papers do not answer gets a plain “not in the collection”.")
 
 
-def paper_rows(engine: Engine, query: str = "") -> tuple[list[list[str]], str]:
+def paper_rows(catalog: Catalog, query: str = "") -> tuple[list[list[str]], str]:
     """Rows (title, source file, id) of the papers whose title contains ``query`` (or whose id it is),
     and a count line."""
     q = query.strip()
-    found, matched = engine.store.find_papers(q, MAX_ROWS)
+    found, matched = catalog.find_papers(q, MAX_ROWS)
     rows = [[p.title, p.source, p.id] for p in found]
-    total = engine.store.paper_count() if q else matched
+    total = catalog.paper_count() if q else matched
     shown = f"{matched} of {total} papers" + (f" match “{escape(q)}”" if q else "")
     if matched > MAX_ROWS:
         shown += f"; the first {MAX_ROWS} are listed, search to narrow"
@@ -212,7 +223,7 @@ def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
         # The upload's temporary path means nothing to the user: name the file they chose.
         where = f"{name}:{e.line}" if e.line else name
         return f"⚠️ Nothing was added; the collection is unchanged. {escape(where)}: {escape(e.message)}"
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         log.exception("ingesting %s failed", name)
         if written[0]:  # a full disk or a lost server half way: what was written stays, whole
             engine.prefill_in_background()
@@ -227,8 +238,9 @@ def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
 
 def build(engine: Engine) -> gr.Blocks:
     """The page, bound to an engine."""
+    catalog = Catalog(engine.store)  # one for the page: its paper count is kept until a write
     with gr.Blocks(title="paperchat") as page:
-        header = gr.Markdown(header_markdown(engine), elem_id="header")
+        header = gr.Markdown(header_markdown(catalog), elem_id="header")
         turns = gr.State([])  # the conversation as the engine sees it
         pending = gr.State("")  # the question between accept() and answer()
         answering = gr.State(False)  # from accept() until answer() finished: still True after Stop
@@ -250,7 +262,7 @@ def build(engine: Engine) -> gr.Blocks:
                     sources = gr.Markdown("_The papers an answer cites appear here, with the passage behind "
                                           "each claim._", elem_id="sources")
         with gr.Tab("Papers", elem_id="papers-tab"):
-            rows, count = paper_rows(engine)
+            rows, count = paper_rows(catalog)
             with gr.Row():
                 search = gr.Textbox(placeholder="Search titles…", show_label=False, scale=4, elem_id="search")
                 count_md = gr.Markdown(count, elem_id="paper-count")
@@ -314,21 +326,21 @@ def build(engine: Engine) -> gr.Blocks:
         chatbot.clear(reset, None, [chatbot, sources, turns], queue=False)
 
         def list_papers(query: str) -> tuple[list[list[str]], str]:
-            return paper_rows(engine, query)
+            return paper_rows(catalog, query)
 
         search.change(list_papers, search, [table, count_md], show_progress="hidden")
 
         def on_load() -> tuple[Any, ...]:
             # Read per visit, not once at build: a visitor after an upload sees the new count.
-            rows, count = paper_rows(engine)
-            return header_markdown(engine), rows, count
+            rows, count = paper_rows(catalog)
+            return header_markdown(catalog), rows, count
 
         page.load(on_load, None, [header, table, count_md], show_progress="hidden")
 
         def add_file(file: str | None, query: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
             message = add_papers(engine, file, progress)
-            rows, count = paper_rows(engine, query)
-            return message, rows, count, header_markdown(engine), None  # None: the file box is ready again
+            rows, count = paper_rows(catalog, query)
+            return message, rows, count, header_markdown(catalog), None  # None: the file box is ready again
 
         add.click(add_file, [upload, search], [status, table, count_md, header, upload],
                   concurrency_id=INGEST_SLOT, concurrency_limit=1)

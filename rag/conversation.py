@@ -1,0 +1,177 @@
+"""The first stage of an answer: the question in English, and resolved against the conversation
+(a follow-up keeps the conversation's papers and, for an ellipsis, what was asked)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+
+from . import grounding, prompts
+from .corpus import clean_text
+from .gate import RelevanceGate
+from .generate import Generator, condense_start, translate_messages
+from .intent import intent, language, spell_out
+from .llm import LLMError, Message
+from .retrieve import Hit, HybridRetriever
+from .settings import Settings
+from .text import mentions, name_forms, question_names, short_name, word_grams
+from .tuning import ELLIPSIS_TERMS
+
+log = logging.getLogger(__name__)
+
+# A question of its own starts with a question word; a fragment ("decoding?") does not.
+_QUESTION_WORD = re.compile(r"^\W*(what|which|how|why|who|whose|where|when|is|are|does|do|did|can|could|any|"
+                            r"tell|explain|describe|list|show|give)\b", re.I)
+# A question that opens like this continues the conversation ("and for decoding?", "what about
+# memory?"); chosen on the dev split's follow-ups, with REFERS_BACK below.
+_CONTINUES = re.compile(r"^\W*(and|also|so|but|then|ok|what about|how about|same|vs\.?|versus|compared)\b", re.I)
+#: Words by which a follow-up refers to the conversation before it.
+REFERS_BACK = re.compile(r"\b(it|its|it's|they|them|their|theirs|this|that|these|those|he|she|his|her|"
+                         r"the (paper|method|model|approach|system|work|technique|authors?|same))\b", re.I)
+#: Translations kept (questions of a conversation are replayed on every turn).
+TRANSLATION_CACHE_SIZE = 1024
+
+
+@dataclass
+class Turn:
+    """What a conversation is about after one question: the question in English (as retrieval
+    and the checks see it), the papers it is about, and what it asks for."""
+
+    question: str
+    subject: list[Hit]
+    hits: list[Hit]
+    followup: bool = False
+    focus_question: str = ""  # whose words say what is asked (an ellipsis borrows the previous one's)
+    wants: str = "other"
+    kind: str = "fact"  # "fact", "list" or "compare" (see intent.intent)
+
+
+class Translator:
+    """Questions in other languages, translated by the model for retrieval and the checks."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+        self._translations: dict[str, str] = {}
+        self._lock = threading.Lock()  # the page's users share one engine
+
+    def english(self, question: str, translate: bool = True) -> tuple[str, str]:
+        """The question in English, and its language. Another language is translated by the model
+        (names and figures kept as written); translations are cached. With ``translate`` False,
+        or when the model fails, a question not translated before is used as written."""
+        lang = language(question)
+        if lang == "en":
+            return question, lang
+        with self._lock:
+            found = self._translations.get(question)
+        if found is None and translate:
+            try:
+                found = self._translate(question)
+            except LLMError as e:  # retrieval, the gate and quotes still work on the original words
+                log.warning("translating the question failed, using it as written: %s", e)
+        return found or question, lang
+
+    def _translate(self, question: str) -> str:
+        out = self.generator.complete(translate_messages(question), max_tokens=80)
+        found = clean_text(out.splitlines()[0] if out else "").strip("\"' ")
+        if len(found) < 5:
+            found = question
+        # Names by their form only (CamelCase, acronyms, digits): in German every noun is capitalised.
+        original = word_grams(question)
+        for name in name_forms(found):  # one the original does not hold was made up
+            if not mentions(name, original):
+                found = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", " ", found)
+        # A name the translation lost would lose the paper: keep every name of the original.
+        lost = [n for n in name_forms(question) if n.casefold() not in found.casefold()]
+        found = clean_text(" ".join([found, *lost]))
+        with self._lock:
+            self._translations[question] = found
+            if len(self._translations) > TRANSLATION_CACHE_SIZE:
+                self._translations.pop(next(iter(self._translations)), None)
+        return found
+
+
+class FollowUps:
+    """Resolves each question against the conversation before it (the conversation's state is its
+    user questions, replayed: retrieval only, ~10 ms each)."""
+
+    def __init__(self, settings: Settings, retriever: HybridRetriever, gate: RelevanceGate, generator: Generator,
+                 translator: Translator) -> None:
+        self.settings = settings
+        self.retriever = retriever
+        self.gate = gate
+        self.generator = generator
+        self.translator = translator
+
+    def conversation(self, history: list[Message]) -> Turn | None:
+        """What the conversation is about before the new question: its user questions replayed
+        through :meth:`turn` (translations are cached)."""
+        previous: Turn | None = None
+        for m in history[-self.settings.history_turns :] if self.settings.history_turns else []:
+            if m["role"] == "user":  # earlier questions were translated when asked (cached)
+                previous = self.turn(spell_out(self.translator.english(m["content"], translate=False)[0]), previous)
+        return previous
+
+    def turn(self, question: str, previous: Turn | None) -> Turn:
+        """Resolve an English question against the conversation so far: a follow-up that names
+        no paper of its own ("and for decoding?", "does it beat full fine-tuning?") stays with
+        the previous question's papers, and an ellipsis keeps what the previous one asked for."""
+        k = max(self.settings.retrieve_k, self.settings.top_k)
+        hits = self.retriever.retrieve(question, k)
+        named = [h for h in hits if h.named]
+        focus = grounding.focus_terms(question)
+        if previous is not None and previous.subject and not named:
+            # "and MSG on bert-large?": a name the conversation's paper does not use, but another does.
+            own = word_grams(" ".join(f"{h.title} {h.text}" for h in previous.subject))
+            known = self.retriever.term_weights().known
+            for name in question_names(question):
+                if not mentions(name, own, known):
+                    named = [h for h in hits if mentions(name, word_grams(f"{h.title} {h.text}"), known)][:1]
+                    if named:
+                        named[0].named = True
+                        break
+        wanted = intent(question, sum(h.named for h in hits))
+        # A short question continues the conversation only if it is not a topic of its own: the
+        # conversation's paper is among its hits, or it finds nothing relevant by itself
+        # ("what is speculative decoding?" after a question about CacheBlend starts anew).
+        ids = {h.paper_id for h in previous.subject} if previous is not None else set()
+        short = len(focus) <= ELLIPSIS_TERMS and (
+            not _QUESTION_WORD.search(question)  # a fragment: "decoding?", "on yi-9b?"
+            or any(h.paper_id in ids for h in hits) or not self.gate.relevant(question, hits))
+        if previous is not None and previous.subject and not named and wanted.kind == "fact" and (
+                _CONTINUES.search(question) or REFERS_BACK.search(question) or short):
+            hits = previous.subject + [h for h in hits if h.paper_id not in ids]
+            elliptic = len(focus) <= ELLIPSIS_TERMS and not REFERS_BACK.search(question)
+            wants = previous.wants if wanted.wants == "other" and elliptic else wanted.wants
+            aim = f"{question} {previous.focus_question}" if elliptic else question
+            return Turn(question, previous.subject, hits, True, aim, wants)
+        subject = named or hits[:1]
+        return Turn(question, subject, hits, False, question, wanted.wants, wanted.kind)
+
+    def standalone(self, turn: Turn, history: list[Message], paper: Hit) -> str:
+        """The question as the model is asked it: a follow-up that refers back is rewritten
+        (:meth:`condense`), an ellipsis gets the name of its paper; others stay as they are."""
+        if not turn.followup:
+            return turn.question
+        if REFERS_BACK.search(turn.question):
+            return self.condense(turn.question, history)
+        return f"{turn.question} (about {short_name(paper.title)})"
+
+    def condense(self, question: str, history: list[Message]) -> str:
+        """Rewrite a follow-up into a standalone question. No LLM call without history, nor for a
+        question that refers to nothing before it (no "it", "they", "this paper"...)."""
+        if not history or self.settings.history_turns == 0 or not REFERS_BACK.search(question):
+            return question
+        turns = history[-self.settings.history_turns :]
+        lines = "\n".join(f"{m['role'].capitalize()}: {m['content'][:600]}" for m in turns)
+        messages = [*condense_start(),
+                    {"role": "user", "content": prompts.CONDENSE_TEMPLATE.format(history=lines, question=question)}]
+        rewritten = self.generator.complete(messages, max_tokens=60)
+        rewritten = clean_text(rewritten.splitlines()[0] if rewritten else "").strip("\"' ")
+        rewritten = re.sub(r"^(rewritten question|question)\s*:\s*", "", rewritten, flags=re.I)
+        if len(rewritten) < 5 or rewritten.casefold() == question.casefold():
+            # The model did not resolve the reference: search with the previous question as context.
+            previous = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
+            return f"{previous} {question}".strip()
+        return rewritten

@@ -1,0 +1,63 @@
+"""How a question will be answered, decided before any model call: abstain (the relevance gate, or
+a near miss), an answer written by code, or one fact for the model to state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import grounding
+from .conversation import Turn
+from .evidence import Evidence
+from .gate import RelevanceGate
+from .grounding import Scored
+from .retrieve import Hit, HybridRetriever
+from .tuning import LIST_CANDIDATES
+from .written import Written, WrittenAnswers
+
+
+@dataclass
+class Plan:
+    """How a question will be answered (see :meth:`Planner.plan`)."""
+
+    kind: str  # "retrieval" / "near-miss" (abstain), "list" / "compare" / "identify" (by code), "fact"
+    ranked: list[tuple[Scored, Hit]] = field(default_factory=list)  # every candidate sentence, best first
+    answering: list[tuple[Scored, Hit]] = field(default_factory=list)  # those that answer the question
+    candidates: list[Hit] = field(default_factory=list)
+    written: Written | None = None
+
+
+class Planner:
+    """Runs the relevance gate, the answers written by code and the evidence ranking in order."""
+
+    def __init__(self, retriever: HybridRetriever, gate: RelevanceGate, evidence: Evidence,
+                 written: WrittenAnswers) -> None:
+        self.retriever = retriever
+        self.gate = gate
+        self.evidence = evidence
+        self.written = written
+
+    def plan(self, english: str, turn: Turn, lang: str = "en") -> Plan:
+        """Decide how to answer: abstain (nothing relevant retrieved, or a near miss), a list,
+        comparison or identified paper written by code, or one fact from the sentences that answer it."""
+        if turn.followup:
+            # "and Medusa?": a name neither the conversation's paper nor any hit mentions.
+            if self.gate.unknown_name(english, turn.hits, strict_names=lang == "en"):
+                return Plan("retrieval")
+        elif not self.gate.relevant(english, turn.hits, strict_names=lang == "en"):
+            return Plan("retrieval")
+        if turn.kind == "compare" and (written := self.written.compare(turn)):
+            return Plan("compare", written=written)
+        if turn.kind == "list":
+            hits = self.retriever.retrieve(turn.question, LIST_CANDIDATES)
+            if written := self.written.list_papers(hits, turn.question):
+                return Plan("list", candidates=hits, written=written)
+        candidates = self.evidence.candidates(turn)
+        ranked = self.evidence.rank_sentences(turn.focus_question, candidates, turn.wants)
+        if not ranked:
+            return Plan("retrieval")
+        answering = [(sc, h) for sc, h in ranked if grounding.answers(sc, turn.wants, turn.followup or h.named)]
+        if not answering:
+            return Plan("near-miss", ranked, answering, candidates)
+        if identified := self.written.identify(english, turn, *answering[0]):
+            return Plan("identify", ranked, answering, candidates, identified)
+        return Plan("fact", ranked, answering, candidates)

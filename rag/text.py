@@ -1,0 +1,172 @@
+"""Text analysis shared by retrieval, the relevance gate, evidence ranking and citations:
+tokens and content terms, sentence splitting, and names matched by token.
+
+One module so that every stage reads a text the same way: the keyword index and the question use
+the same tokens, and "does this text name X" has one answer everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+
+import bm25s
+import bm25s.stopwords
+import Stemmer
+
+from .tuning import FUZZY_NAME
+
+# ----- tokens ------------------------------------------------------------------------------------
+_STEMMER = Stemmer.Stemmer("english")
+# bm25s' "en" list has 33 words and keeps "what", "does", "which": questions need the longer one.
+STOPWORDS = sorted(set(bm25s.stopwords.STOPWORDS_EN_PLUS) | {"much", "many", "paper", "papers"})
+
+
+# Snowball keeps the "s" of "NPUs" or "GPUs" (a vowel precedes it): drop acronym plurals first.
+_ACRONYM_PLURAL = re.compile(r"\b([A-Z][A-Z0-9]+)s\b")
+
+
+def tokenize(texts: list[str]) -> list[list[str]]:
+    """Stemmed, stopword-free tokens, the same for the index and for queries."""
+    texts = [_ACRONYM_PLURAL.sub(r"\1", t) for t in texts]
+    return bm25s.tokenize(texts, stemmer=_STEMMER, stopwords=STOPWORDS, return_ids=False, show_progress=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def content_terms(text: str) -> frozenset[str]:
+    """The stemmed content words and numbers of a text.
+
+    Cached: citation checking scores every answer sentence against the same source texts.
+    """
+    terms = {_COMPARATIVES.get(t, t) for t in tokenize([text])[0]} | set(re.findall(r"\d+(?:\.\d+)?", text))
+    terms.discard("")
+    return frozenset(terms)
+
+
+# The stemmer keeps comparatives: "how fast" should find "22.4x faster" (content terms only; the
+# keyword index keeps its own tokens).
+_COMPARATIVES = {"faster": "fast", "fastest": "fast", "slower": "slow", "smaller": "small", "larger": "larg",
+                 "higher": "high", "lower": "low", "longer": "long", "shorter": "short", "cheaper": "cheap",
+                 "better": "good", "best": "good", "quicker": "quick"}
+FOLDED = frozenset(_COMPARATIVES.values())
+
+# ----- sentences ---------------------------------------------------------------------------------
+# Scientific prose: a sentence ends at . ! ? followed by a capital, a digit or an opening bracket.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
+#: A citation marker as the model writes it: [1], [1, 2], [1; 3].
+MARKER = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split an abstract into sentences (good enough for scientific prose)."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def split_answer(text: str) -> list[str]:
+    """An answer's sentences, each keeping the markers that follow its full stop. Unlike
+    :func:`split_sentences`, a line break also ends a sentence (lists) and a marker after the full stop
+    stays with its sentence."""
+    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z0-9\[(])|\n+", text.strip())
+    sentences: list[str] = []
+    for part in parts:
+        part = part.strip()
+        if not part:
+            continue
+        if MARKER.fullmatch(part) and sentences:
+            sentences[-1] += " " + part  # "... claim. [2]" style
+        else:
+            sentences.append(part)
+    return sentences
+
+
+# ----- names -----------------------------------------------------------------------------------
+# Names in a question: CamelCase (CacheBlend), acronyms (TTFT), or words with digits (GPT-5, A100).
+NAME = re.compile(r"\b(?:[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{2,}\w*|[A-Za-z]+-?\d[\w.]*|\d+[A-Za-z]\w*)(?:[-.]\w+)*")
+# Capitalised words inside a sentence (Medusa, Mixtral) are names too.
+PROPER = re.compile(r"(?<=[a-z,;:] )[A-Z][a-z]{2,}\w*")
+
+
+def squash(text: str) -> str:
+    """A name folded for comparison: "Llama-2", "llama 2" and "LLaMA2" alike ("512×512" as "512x512")."""
+    return re.sub(r"[^0-9a-z]", "", text.casefold().replace("×", "x"))
+
+
+def paper_names(title: str) -> set[str]:
+    """The squashed names a paper goes by: the named words of its title, and the part before
+    the colon when that is short ("CacheBlend: Fast ..." -> cacheblend)."""
+    # Acronym plurals (GPUs, LLMs) name a kind of thing, not a paper.
+    names = {squash(n) for n in NAME.findall(title) if not re.fullmatch(r"[A-Z]{2,}s", n)}
+    # A capitalised hyphenated word is a name where a title introduces one ("... with
+    # Sarathi-Serve"), not elsewhere ("Efficient Fine-Tuning of ...").
+    names |= {squash(w) for w in re.findall(r"(?:^|\b(?:with|via|using|by|from)\s)(\w+(?:-\w+)+)", title)
+              if re.search(r"[A-Z]", w)}
+    head, colon, _ = title.partition(":")
+    if colon and len(head.split()) <= 3:
+        names.add(squash(head))
+    return {n for n in names if len(n) >= 3}
+
+
+def defined_names(abstract: str) -> set[str]:
+    """Names an abstract gives its own work: "we propose JRT-RNN", "Masked Structural Growth
+    (MSG)". Users call a paper by these as often as by its title."""
+    found = re.findall(r"\b(?:propose|present|introduce|call|called|named|dubbed|develop|design)s?\s+(?:a |an |the )?"
+                       r"(?:\w+\s){0,2}?([A-Za-z][\w.]*[A-Z0-9][\w.]*(?:-[\w.]+)*)", abstract)
+    found += re.findall(r"\(([A-Za-z][\w.]*[A-Z][\w.]*(?:-[\w.]+)*)\)", abstract)
+    # Name-like only: CamelCase or digits (PreTTR, G_stack2), or an acronym of three or more
+    # capitals (MSG, JRT-RNN); not "LLMs" or "KV-Cache", which every abstract here uses.
+    return {squash(n) for n in found
+            if re.search(r"[a-z][A-Z]|\d", n) or re.fullmatch(r"[A-Z]{3,}(?:-[A-Z0-9]+)*", n)}
+
+
+def name_forms(text: str) -> list[str]:
+    """Words that are names by their form, in any language: CamelCase, acronyms, words with
+    digits, and hyphenated words with such a part ("mllm-NPU", "KV-Runahead"; not "Zero-Shot")."""
+    hyphenated = [w for w in re.findall(r"\w+(?:-\w+)+", text)
+                  if any(re.fullmatch(r"[A-Z]{2,}\w*|\w*[a-z][A-Z]\w*|\w*\d\w*", part) for part in w.split("-"))]
+    return list(dict.fromkeys(hyphenated + NAME.findall(text)))
+
+
+def question_names(question: str) -> list[str]:
+    """The names an English question uses, as written: :func:`name_forms` and capitalised words
+    inside a sentence (Medusa)."""
+    return list(dict.fromkeys(name_forms(question) + PROPER.findall(question)))
+
+
+def word_grams(text: str) -> set[str]:
+    """A text's squashed words, their hyphen parts and adjacent word pairs: the ``names`` side of
+    :func:`mentions` when the question is whether a text mentions a name."""
+    words = re.findall(r"[\w.]+(?:-[\w.]+)*", text)
+    parts = [p for w in words for p in w.split("-")]
+    grams = {squash(w) for w in words + parts} | {squash(a + b) for a, b in zip(words, words[1:])}
+    grams.discard("")
+    return grams
+
+
+def mentions(question: str, names: set[str], known: Callable[[str], bool] | None = None) -> bool:
+    """Whether the question mentions one of ``names`` (squashed): as one to three adjacent words,
+    exactly, or with a typo (``FUZZY_NAME``) in a word typed in lower case that is not a word the
+    collection uses (``known``): "cachblend" finds CacheBlend, but "inference" is not a typo of
+    MInference, nor "Mixtral" of Mistral."""
+    from difflib import SequenceMatcher
+
+    words = re.findall(r"[\w.]+(?:-[\w.]+)*", question)
+    grams = {squash("".join(words[i:i + n])) for n in (1, 2, 3) for i in range(len(words) - n + 1)}
+    grams.discard("")
+    if grams & names:
+        return True
+    long_names = [n for n in names if len(n) >= 6]
+    if not long_names:
+        return False
+    # A typo is forgiven within one word ("cachblend"), not across words ("the attention"), and
+    # digits are versions, not typos: "flashattention3" is not FlashAttention.
+    singles = {squash(w) for w in words if w.islower() and not (known and known(w))}
+    return any(abs(len(g) - len(name)) <= 2 and re.sub(r"\D", "", g) == re.sub(r"\D", "", name)
+               and SequenceMatcher(None, g, name).ratio() >= FUZZY_NAME
+               for name in long_names for g in singles)
+
+
+def short_name(title: str) -> str:
+    """How a paper is called in a sentence: its name before the colon, else its title."""
+    head, colon, _ = title.partition(":")
+    return head if colon and len(head.split()) <= 4 else title

@@ -1,0 +1,107 @@
+"""Answers written by code, not by the model: lists of papers, side-by-side comparisons, the paper
+a "which method ...?" question describes, and quotes. Every line is a source sentence, cited."""
+
+from __future__ import annotations
+
+import re
+
+from . import grounding, prompts
+from .citations import Citation
+from .conversation import Turn
+from .evidence import Evidence
+from .grounding import Scored
+from .intent import sides
+from .retrieve import Hit, HybridRetriever
+from .text import content_terms, short_name
+from .tuning import COMPARE_MAX_PAPERS, COMPARE_SIDE_TERMS, LIST_COVERAGE, LIST_SIMILARITY
+
+#: An answer written by code: its text and its citations.
+Written = tuple[str, list[Citation]]
+
+# "Which method ...?" is answered by code with the paper whose sentence answers best. Narrower
+# than intent's "which" (not "which model", which may ask for an LLM the paper used).
+_IDENTIFY = re.compile(r"^\s*(which|what)\s+([\w-]+\s+){0,2}?(paper|work|method|system|approach|design|"
+                       r"technique|framework|library|algorithm|study)\b(?!s)", re.I)
+
+
+def with_quote(text: str, citations: list[Citation], quote: Scored, hit: Hit) -> Written:
+    """The answer with a source sentence quoted after it, cited (a new number if its paper is not
+    cited yet)."""
+    cite = next((c for c in citations if c.paper_id == hit.paper_id), None)
+    if cite is None:
+        cite = Citation(len(citations) + 1, hit.paper_id, hit.title, quote.text, hit.url)
+        citations = [*citations, cite]
+    return f"{text} The abstract says: \u201c{quote.text}\u201d [{cite.n}]", citations
+
+
+class WrittenAnswers:
+    """Lists, comparisons and identifications, from the sentences :class:`Evidence` ranks."""
+
+    def __init__(self, evidence: Evidence, retriever: HybridRetriever) -> None:
+        self.evidence = evidence
+        self.retriever = retriever
+
+    def list_papers(self, hits: list[Hit], question: str) -> Written | None:
+        """"Any papers on X?": every one of ``hits`` whose best sentence is about X, with it."""
+        lines: list[str] = []
+        citations: list[Citation] = []
+        for rank, hit in enumerate(hits):
+            (best, _), *_ = self.evidence.rank_sentences(question, [hit], "other")
+            if rank > 0 and not (best.coverage >= LIST_COVERAGE or best.similarity >= LIST_SIMILARITY):
+                continue
+            n = len(citations) + 1
+            lines.append(f"- {hit.title}: {best.text.rstrip('. ')} [{n}].")
+            citations.append(Citation(n, hit.paper_id, hit.title, best.text, hit.url))
+        if not citations:
+            return None
+        return "Papers in the collection on this, best match first:\n" + "\n".join(lines), citations
+
+    def compare(self, turn: Turn) -> Written | None:
+        """"A vs B": one row per named paper, each with its sentence that best answers the
+        question, quoted and cited."""
+        papers = [h for h in turn.hits if h.named]
+        if len(papers) < 2:
+            # Each side is the paper it names, else, when it describes one in COMPARE_SIDE_TERMS or
+            # more words ("one-epoch training"), the paper its words retrieve first; a short side
+            # that names no paper ("speedup vs vLLM") is a baseline.
+            papers = []
+            for side in sides(turn.question):
+                found = self.retriever.retrieve(side, 3)
+                best = next((h for h in found if h.named), None)
+                if best is None and len(content_terms(side)) >= COMPARE_SIDE_TERMS and found:
+                    best = found[0]
+                if best is not None and best.paper_id not in {p.paper_id for p in papers}:
+                    papers.append(best)
+        if len(papers) < 2:
+            return None
+        rows: list[str] = []
+        citations: list[Citation] = []
+        papers = papers[:COMPARE_MAX_PAPERS]
+        others = " ".join(h.title for h in papers)
+        for hit in papers:
+            # Rows are lenient (as for a described paper): a comparison's aspect is often broad
+            # ("how does each ...", "which is faster"), so each paper's best-fitting sentence is shown.
+            answering = [sc for sc, _ in self.evidence.rank_sentences(turn.focus_question, [hit], turn.wants, others)
+                         if grounding.answers(sc, turn.wants, anchored=False)]
+            if not answering:
+                rows.append(f"- {short_name(hit.title)}: its abstract does not state this.")
+                continue
+            n = len(citations) + 1
+            rows.append(f"- {short_name(hit.title)} [{n}]: {answering[0].text}")
+            citations.append(Citation(n, hit.paper_id, hit.title, answering[0].text, hit.url))
+        if not citations:
+            return None
+        return "Side by side, from each paper's abstract:\n" + "\n".join(rows), citations
+
+    @staticmethod
+    def identify(question: str, turn: Turn, best: Scored, hit: Hit) -> Written | None:
+        """"Which system ...?": the answer is the paper, with its sentence that fits best."""
+        if turn.wants != "name" or not _IDENTIFY.search(question) or turn.followup:
+            return None
+        return f"{hit.title} [1]: {best.text}", [Citation(1, hit.paper_id, hit.title, best.text, hit.url)]
+
+    @staticmethod
+    def quote(best: Scored, hit: Hit) -> Written:
+        """The source sentence that answers, quoted and cited (when the model's answer fails)."""
+        return (prompts.QUOTE_TEMPLATE.format(title=hit.title, quote=best.text, n=1),
+                [Citation(1, hit.paper_id, hit.title, best.text, hit.url)])

@@ -1,0 +1,48 @@
+"""Text analysis shared by every stage: tokens, sentences, names matched by token."""
+
+from __future__ import annotations
+
+from rag.corpus import stored_body, stored_text
+from rag.text import content_terms, mentions, paper_names, split_answer, split_sentences, squash, tokenize
+
+NPU = "Empowering 1000 tokens/second on-device LLM prefilling with mllm-NPU"
+CACHEBLEND = "CacheBlend: Fast Large Language Model Serving for RAG with Cached Knowledge Fusion"
+
+
+def test_tokens_and_content_terms():
+    assert tokenize(["NPUs and GPUs"]) == [["npu", "gpu"]]
+    assert "2.2" in content_terms("a 2.2x speedup")
+    assert "fast" in content_terms("22.4x faster")  # comparatives fold, so "how fast" finds it
+
+
+def test_sentences_of_an_abstract_and_of_an_answer():
+    assert split_sentences("It is 2.5x faster. Then (a) works. Done") == [
+        "It is 2.5x faster.", "Then (a) works.", "Done"]
+    # An answer keeps a marker written after the full stop with its sentence, and a line is a sentence.
+    assert split_answer("It is small [2]. It is fast. [1]\n- a list item") == [
+        "It is small [2].", "It is fast. [1]", "- a list item"]
+
+
+def test_stored_text_is_the_title_line_then_the_chunk():
+    text = stored_text("CacheBlend: Fast Serving", "We blend caches. It is fast.")
+    assert text.splitlines()[0] == "CacheBlend: Fast Serving"
+    assert stored_body(text) == "We blend caches. It is fast."
+    assert stored_body("no title line") == "no title line"
+
+
+def test_names_match_as_people_type_them():
+    assert squash("Llama-2") == squash("llama 2") == squash("LLaMA2")
+    assert "mllmnpu" in paper_names(NPU) and "cacheblend" in paper_names(CACHEBLEND)
+    assert mentions("how fast is mlm-npu prefil", paper_names(NPU))  # one letter missing
+    assert mentions("cachblend ttft speedup?", paper_names(CACHEBLEND))  # a typo
+    assert mentions("what does Cache Blend do", paper_names(CACHEBLEND))  # two words
+    assert not mentions("how do caches blend into storage?", {"cacheblend"} - {"cacheblend"})
+    assert not mentions("does the input stage matter", {"npu"})  # a token, not a substring
+
+
+def test_a_typo_is_forgiven_only_in_a_lower_case_word_the_collection_does_not_use():
+    minference = {"minference"}
+    assert not mentions("by how much does it increase inference throughput?", minference, known=lambda w: True)
+    assert mentions("minfrence prefill speedup?", minference, known=lambda w: False)
+    assert not mentions("How does Mixtral route tokens?", {"mistral"})  # a capitalised name is exact
+    assert not mentions("flashattention-3 fp8 tflops?", {"flashattention"})  # a version is no typo
