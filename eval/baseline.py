@@ -48,18 +48,19 @@ class CitationBaseline:
         s = engine.settings
         tokenizer = token_counter()
         # Completion mode, as before the adapter moved to rag/: one user message per prompt.
-        self.llm = LlamaIndexLLM(engine.llm, context_window=s.n_ctx, num_output=s.max_tokens, chat_model=False)
+        self.llm = LlamaIndexLLM(engine.llm, context_window=s.llm.n_ctx, num_output=s.answer.max_tokens,
+                                 chat_model=False)
         index = VectorStoreIndex.from_vector_store(engine.store.vector_store, embed_model=engine.embed_model)
         synthesizer = get_response_synthesizer(
             llm=self.llm,
-            prompt_helper=PromptHelper(context_window=s.n_ctx, num_output=s.max_tokens, tokenizer=tokenizer),
+            prompt_helper=PromptHelper(context_window=s.llm.n_ctx, num_output=s.answer.max_tokens, tokenizer=tokenizer),
             text_qa_template=CITATION_QA_TEMPLATE,
             refine_template=CITATION_REFINE_TEMPLATE,
             response_mode=ResponseMode.COMPACT,
             streaming=True,
         )
         self.query_engine = CitationQueryEngine(
-            retriever=index.as_retriever(similarity_top_k=top_k or s.top_k),
+            retriever=index.as_retriever(similarity_top_k=top_k or s.answer.sources),
             llm=self.llm,
             response_synthesizer=synthesizer,
             text_splitter=SentenceSplitter(chunk_size=512, chunk_overlap=20, tokenizer=tokenizer),

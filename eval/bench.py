@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rag import Engine, Settings
-from rag.settings import DEFAULT_CORPUS
+from rag.settings import DEFAULT_CORPUS, StoreSettings
 
 from .suite import RESULTS, ask_row, load_questions, p90
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = bench_questions()[: args.limit]
     figures: dict[str, Any] = {"questions": len(rows)}
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), default_corpus=None)
+        settings = Settings(data_dir=Path(tmp), store=StoreSettings(default_corpus=None))
         engine = Engine(settings)
         start = time.perf_counter()
         engine.ingest([DEFAULT_CORPUS], progress=False)

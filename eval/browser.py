@@ -87,7 +87,7 @@ def running_app(data_dir: Path, env: dict[str, str] | None = None, timeout: floa
     """
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "PAPERCHAT_DATA_DIR": str(data_dir), "PAPERCHAT_PORT": str(port), **(env or {})}
+    full_env = {**os.environ, "PAPERCHAT_DATA_DIR": str(data_dir), "PAPERCHAT_UI__PORT": str(port), **(env or {})}
     url = f"http://127.0.0.1:{port}/"
     cmd = [sys.executable, "-m", "rag.cli", "serve", "--no-browser"]
     with serving(cmd, url, data_dir / "serve.log", timeout, full_env) as proc:

@@ -386,9 +386,9 @@ def load_main(args: argparse.Namespace) -> dict[str, Any]:
     problems = check_papers([p.title for p in load_papers(DEFAULT_CORPUS)])
     if problems:
         raise SystemExit("eval.load: the session papers do not match the default collection:\n" + "\n".join(problems))
-    env = {"PAPERCHAT_PREFILL_PAPERS": str(args.prefill_papers)}
+    env = {"PAPERCHAT_LLM__PREFILL_PAPERS": str(args.prefill_papers)}
     if args.queue_size:
-        env["PAPERCHAT_UI_QUEUE_SIZE"] = str(args.queue_size)
+        env["PAPERCHAT_UI__QUEUE_SIZE"] = str(args.queue_size)
     rows, runs = [], {}
     with _data_dir(args.data_dir) as data_dir:
         for n in args.users:
@@ -636,9 +636,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--questions-per-session", type=int, default=2, metavar="K",
                    help="questions per session: its paper, the follow-up, then others (default 2)")
     p.add_argument("--prefill-papers", type=int, default=0, metavar="N",
-                   help="PAPERCHAT_PREFILL_PAPERS for the page (default 0: no background prefill while measuring)")
+                   help="PAPERCHAT_LLM__PREFILL_PAPERS for the page (default 0: no background prefill while measuring)")
     p.add_argument("--queue-size", type=int, metavar="N",
-                   help="PAPERCHAT_UI_QUEUE_SIZE for the page (default: its own)")
+                   help="PAPERCHAT_UI__QUEUE_SIZE for the page (default: its own)")
     p.add_argument("--no-warm", action="store_true", help="no warm-up question before the sessions start")
     p.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT_S, help="seconds one answer may take")
     p.add_argument("--soak", type=int, nargs="?", const=DEFAULT_SOAK, metavar="N",

@@ -11,7 +11,7 @@ model would take hours to embed on 2 cores; their ingestion figures are marked `
 Queries are always embedded by the real model. Results: eval/results/scale.json and scale.png;
 ``--sizes 300000 --add`` measures a size on its own and merges it into the saved results.
 
-With an embedding server (``PAPERCHAT_EMBED_BASE_URL``/``_MODEL``, or ``--embed-server URL
+With an embedding server (``PAPERCHAT_EMBEDDING__BASE_URL``/``__MODEL``, or ``--embed-server URL
 --embed-model NAME``) it also ingests ``--embed-papers`` synthetic papers into fresh stores with the
 local MiniLM and with the server, and reports both papers/s (eval/results/scale-embedding.json);
 ``--embed-only`` measures just that.
@@ -39,7 +39,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
 from rag.corpus import load_papers
-from rag.settings import DEFAULT_CORPUS, Settings
+from rag.settings import DEFAULT_CORPUS, EmbeddingSettings, Settings, StoreSettings
 from rag.text import split_sentences
 
 from .suite import RESULTS, load_questions, p90
@@ -105,7 +105,7 @@ def measure_one(n: int, mean_vectors: bool, work: Path, trace: bool = True) -> d
     mean = SentenceMeanEmbedding(real)
     embed: BaseEmbedding = mean if mean_vectors else real
     corpus = write_corpus(work / f"papers-{n}.txt", n)
-    settings = Settings(data_dir=work / f"store-{n}", default_corpus=None)
+    settings = Settings(data_dir=work / f"store-{n}", store=StoreSettings(default_corpus=None))
     store = Store(settings, embed)
     start = time.perf_counter()
     ingest_file(store, corpus, progress=sys.stderr.isatty())
@@ -145,7 +145,7 @@ def measure_one(n: int, mean_vectors: bool, work: Path, trace: bool = True) -> d
     # Chroma's own memory, mostly its HNSW index, is in Rust and shows in the RSS only.
     ingest_heap_mb = None
     if trace:
-        traced = Store(Settings(data_dir=work / f"traced-{n}", default_corpus=None), mean)
+        traced = Store(Settings(data_dir=work / f"traced-{n}", store=StoreSettings(default_corpus=None)), mean)
         tracemalloc.start()
         ingest_file(traced, corpus, progress=False)
         ingest_heap_mb = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
@@ -171,16 +171,16 @@ def compare_embeddings(n: int, work: Path, settings: Settings) -> dict[str, Any]
     corpus = write_corpus(work / f"embed-papers-{n}.txt", n)
     rows: list[dict[str, Any]] = []
     for label in ("local", "server"):
-        embed = make_embedding(settings) if label == "server" else MiniLMEmbedding(threads=settings.embed_threads)
-        store = Store(Settings(data_dir=work / f"embed-{label}", default_corpus=None), embed)
+        embed = make_embedding(settings) if label == "server" else MiniLMEmbedding(threads=settings.embedding.threads)
+        store = Store(Settings(data_dir=work / f"embed-{label}", store=StoreSettings(default_corpus=None)), embed)
         start = time.perf_counter()
         report = ingest_file(store, corpus, progress=sys.stderr.isatty())
         seconds = time.perf_counter() - start
         rows.append({"embedding": label, "model": embed.model_name, "papers": n, "chunks": report.chunks,
                      "ingest_s": round(seconds, 1), "papers_per_s": round(n / seconds, 2)})
         if label == "server":  # the batch actually used (smaller when the server answers per token)
-            rows[-1].update(server=settings.embed_base_url, batch=getattr(embed, "batch", None),
-                            concurrency=settings.embed_concurrency, token_level=getattr(embed, "token_level", None))
+            rows[-1].update(server=settings.embedding.base_url, batch=getattr(embed, "batch", None),
+                            concurrency=settings.embedding.concurrency, token_level=getattr(embed, "token_level", None))
         print(json.dumps(rows[-1]), flush=True)
     return {"papers": n, "rows": rows, "server_vs_local": round(rows[1]["papers_per_s"] / rows[0]["papers_per_s"], 3)}
 
@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--embed-server", metavar="URL",
                         help="an OpenAI-compatible embedding server to compare with the local model "
-                        "(default: PAPERCHAT_EMBED_BASE_URL)")
-    parser.add_argument("--embed-model", metavar="NAME", help="its model (default: PAPERCHAT_EMBED_MODEL)")
+                        "(default: PAPERCHAT_EMBEDDING__BASE_URL)")
+    parser.add_argument("--embed-model", metavar="NAME", help="its model (default: PAPERCHAT_EMBEDDING__MODEL)")
     parser.add_argument("--embed-papers", type=int, default=200, help="papers ingested with each embedding")
     parser.add_argument("--embed-only", action="store_true",
                         help="only compare the local and the server embedding (no collection sizes)")
@@ -250,16 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(measure_one(args.one, args.mean_vectors, args.work, trace=not args.no_trace)))
         return 0
-    overrides = {k: v for k, v in (("embed_base_url", args.embed_server), ("embed_model", args.embed_model)) if v}
+    # Only the fields the flags give are set: the others still come from the environment.
+    embedding = {k: v for k, v in (("base_url", args.embed_server), ("model", args.embed_model)) if v}
     try:
-        embed_settings = Settings(**overrides)
+        embed_settings = Settings(embedding=EmbeddingSettings.model_validate(embedding))
     except ValueError as e:  # pydantic's ValidationError: the first message is the one that matters
         parser.error(e.errors()[0]["msg"] if hasattr(e, "errors") else str(e))
-    if args.embed_only and not embed_settings.embed_base_url:
+    if args.embed_only and not embed_settings.embedding.base_url:
         parser.error("--embed-only needs an embedding server: --embed-server URL --embed-model NAME")
     if not args.embed_only:
         sweep(args)
-    if embed_settings.embed_base_url:
+    if embed_settings.embedding.base_url:
         with tempfile.TemporaryDirectory() as tmp:
             comparison = compare_embeddings(args.embed_papers, Path(tmp), embed_settings)
         args.out.mkdir(parents=True, exist_ok=True)

@@ -113,7 +113,7 @@ def retrieval_metrics(engine: Engine, rows: list[dict[str, Any]]) -> dict[str, A
 
     recall@5 is the share of a question's gold papers in the top 5; ``recall@5_capped`` divides by
     min(gold papers, 5) instead, since a multi question with 8 gold papers cannot score 1."""
-    s = engine.settings
+    s = engine.settings.retrieval
     modes = {"hybrid": (s.dense_weight, s.bm25_weight, s.title_weight), "dense": (1.0, 0.0, 0.0),
              "bm25": (0.0, 1.0, 0.0)}
     answerable = [r for r in rows if r["gold"]]

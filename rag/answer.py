@@ -122,8 +122,8 @@ class Engine(LlamaIndexViews):
         self.written = WrittenAnswers(self.evidence, self.retriever)
         self.planner = Planner(self.retriever, self.gate, self.evidence, self.written)
         self.prefiller = Prefiller(settings, self.store, lambda: self.llm)
-        if self.store.count() == 0 and settings.default_corpus:
-            self.ingest([settings.default_corpus])
+        if self.store.count() == 0 and settings.store.default_corpus:
+            self.ingest([settings.store.default_corpus])
 
     def ingest(self, paths: Iterable[Path | str], progress: bool | None = None,
                on_progress: ProgressCallback | None = None, max_papers: int | None = None) -> list[IngestReport]:
@@ -132,7 +132,7 @@ class Engine(LlamaIndexViews):
 
     def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
         """The best ``k`` papers for a question."""
-        return self.retriever.retrieve(check_question(question, self.settings.max_question_chars), k)
+        return self.retriever.retrieve(check_question(question, self.settings.answer.max_question_chars), k)
 
     @property
     def llm(self) -> LLM:
@@ -164,7 +164,7 @@ class Engine(LlamaIndexViews):
         the source sentence that answers.
         """
         start = time.perf_counter()
-        question = check_question(question, self.settings.max_question_chars)
+        question = check_question(question, self.settings.answer.max_question_chars)
         history = check_history(history)
         timings: dict[str, float] = {"prompt_tokens": 0, "completion_tokens": 0}
         english, lang = self.translator.english(question)

@@ -1,7 +1,7 @@
 """Chat templates: how a GGUF model wants a conversation written as one prompt.
 
 The template comes from the GGUF's own metadata (``tokenizer.chat_template``, a Jinja template as
-Hugging Face writes them), or from the ``chat_format`` setting: one of :data:`BUILT_IN` (for GGUF
+Hugging Face writes them), or from the ``llm.chat_format`` setting: one of :data:`BUILT_IN` (for GGUF
 files that carry none) or a path to a Jinja file. Stop strings and the prompt start used for saved
 model states are derived from the template itself, so no model family is special-cased.
 """
@@ -148,6 +148,6 @@ def chat_template(metadata: dict[str, str], token_text: Any, chat_format: str | 
         return ChatTemplate(path.read_text(encoding="utf-8"), bos, eos, str(path), extra)
     source = metadata.get("tokenizer.chat_template")
     if not source:
-        raise LLMError(f"{model} carries no chat template: set PAPERCHAT_CHAT_FORMAT to one of "
+        raise LLMError(f"{model} carries no chat template: set PAPERCHAT_LLM__CHAT_FORMAT to one of "
                        f"{', '.join(BUILT_IN)} or to a Jinja template file")
     return ChatTemplate(source, bos, eos, f"of {model}", extra)

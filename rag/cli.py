@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start the chat web page and open it in a browser")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--no-login-on-network", action="store_true",
-                   help="serve on a non-local PAPERCHAT_HOST without a login (anyone who can reach it can use it)")
+                   help="serve on a non-local PAPERCHAT_UI__HOST without a login (anyone who can reach it can use it)")
     return parser
 
 
@@ -180,7 +180,7 @@ def stored_papers(settings: Settings) -> str:
     except StoreError as e:
         return f"unreadable: {str(e).removesuffix(': ' + REBUILD_HINT)}"
     try:
-        collection = client.get_collection(settings.collection, embedding_function=None)
+        collection = client.get_collection(settings.store.collection, embedding_function=None)
         return f"{count_papers(collection)} papers"
     except Exception as e:  # noqa: BLE001 - chromadb raises its own and plain errors for a broken store
         return f"unreadable: {e}"
@@ -203,7 +203,7 @@ def confirm_delete(settings: Settings) -> bool:
 
 def rebuild(settings: Settings, files: Sequence[str], yes: bool = False) -> int:
     """Delete the embedded store and build it again, once the user agreed (``yes`` or on the terminal)."""
-    if settings.chroma_url:
+    if settings.store.url:
         print("error: rebuild works on the embedded store; with a Chroma server, delete the collection there",
               file=sys.stderr)
         return EXIT_FAILED

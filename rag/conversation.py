@@ -108,7 +108,8 @@ class FollowUps:
         """What the conversation is about before the new question: its user questions replayed
         through :meth:`turn` (translations are cached)."""
         previous: Turn | None = None
-        for m in history[-self.settings.history_turns :] if self.settings.history_turns else []:
+        turns = self.settings.conversation.history_turns
+        for m in history[-turns:] if turns else []:
             if m["role"] == "user":  # earlier questions were translated when asked (cached)
                 previous = self.turn(spell_out(self.translator.english(m["content"], translate=False)[0]), previous)
         return previous
@@ -117,7 +118,7 @@ class FollowUps:
         """Resolve an English question against the conversation so far: a follow-up that names
         no paper of its own ("and for decoding?", "does it beat full fine-tuning?") stays with
         the previous question's papers, and an ellipsis keeps what the previous one asked for."""
-        k = max(self.settings.retrieve_k, self.settings.top_k)
+        k = max(self.settings.retrieval.k, self.settings.answer.sources)
         hits = self.retriever.retrieve(question, k)
         named = [h for h in hits if h.named]
         focus = grounding.focus_terms(question)
@@ -161,9 +162,9 @@ class FollowUps:
     def condense(self, question: str, history: list[Message]) -> str:
         """Rewrite a follow-up into a standalone question. No LLM call without history, nor for a
         question that refers to nothing before it (no "it", "they", "this paper"...)."""
-        if not history or self.settings.history_turns == 0 or not REFERS_BACK.search(question):
+        if not history or self.settings.conversation.history_turns == 0 or not REFERS_BACK.search(question):
             return question
-        turns = history[-self.settings.history_turns :]
+        turns = history[-self.settings.conversation.history_turns :]
         lines = "\n".join(f"{m['role'].capitalize()}: {m['content'][:600]}" for m in turns)
         messages = [*condense_start(),
                     {"role": "user", "content": prompts.CONDENSE_TEMPLATE.format(history=lines, question=question)}]

@@ -237,7 +237,7 @@ class OpenAICompatibleEmbedding(BaseEmbedding):
         except openai.APIConnectionError as e:
             raise EmbeddingError(f"cannot reach {where} ({tries}): {e}") from e
         except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-            raise EmbeddingError(f"{where} refused the API key (PAPERCHAT_EMBED_API_KEY): {e}") from e
+            raise EmbeddingError(f"{where} refused the API key (PAPERCHAT_EMBEDDING__API_KEY): {e}") from e
         except openai.NotFoundError as e:
             raise EmbeddingError(f"{where} has no model {self.model!r} or no /embeddings endpoint: {e}") from e
         except openai.APIStatusError as e:
@@ -245,7 +245,7 @@ class OpenAICompatibleEmbedding(BaseEmbedding):
                 raise EmbeddingError(
                     f"{where} refused a batch of {len(texts)} texts ({e}); if a text is longer than "
                     "its model reads, start the server so that it truncates (Text Embeddings Inference: "
-                    "--auto-truncate) or lower PAPERCHAT_EMBED_BATCH"
+                    "--auto-truncate) or lower PAPERCHAT_EMBEDDING__BATCH"
                 ) from e
             retried = f", {tries}" if e.status_code in (408, 409, 429) or e.status_code >= 500 else ""
             raise EmbeddingError(f"{where} answered with an error (HTTP {e.status_code}{retried}): {e}") from e
@@ -304,11 +304,12 @@ class OpenAICompatibleEmbedding(BaseEmbedding):
 
 
 def make_embedding(settings: Settings) -> BaseEmbedding:
-    """The embedding the settings name: a server when ``embed_base_url`` is set, else MiniLM in-process."""
-    if settings.embed_base_url:
-        key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else None
+    """The embedding the settings name: a server when ``embedding.base_url`` is set, else MiniLM in-process."""
+    s = settings.embedding
+    if s.base_url:
+        key = s.api_key.get_secret_value() if s.api_key else None
         return OpenAICompatibleEmbedding(
-            settings.embed_base_url, settings.embed_model or "", key, batch=settings.embed_batch,
-            concurrency=settings.embed_concurrency, timeout_s=settings.embed_timeout_s, retries=settings.embed_retries,
+            s.base_url, s.model or "", key, batch=s.batch,
+            concurrency=s.concurrency, timeout_s=s.timeout_s, retries=s.retries,
         )
-    return MiniLMEmbedding(threads=settings.embed_threads)
+    return MiniLMEmbedding(threads=s.threads)

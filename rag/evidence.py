@@ -130,18 +130,18 @@ class Evidence:
         the best hits within SOURCE_SCORE_RATIO of the best score."""
         if turn.followup or any(h.named for h in turn.subject):
             return turn.subject
-        top = turn.hits[: self.settings.top_k]
+        top = turn.hits[: self.settings.answer.sources]
         return [h for h in top if h.score >= SOURCE_SCORE_RATIO * top[0].score] if top else []
 
     def select_sources(self, question: str, hits: list[Hit]) -> list[Source]:
-        """Number the best hits as sources: the first one whole (see ``first_source_full``), the
+        """Number the best hits as sources: the first one whole (see ``answer.first_source_full``), the
         others cut to their most relevant sentences.
 
         Hits far below the best one are left out, and so are hits that miss a name the question
         asks about while others have it: every source costs ~10 ms a token of prompt reading.
         """
-        s = self.settings
-        top = hits[: s.top_k]
+        s = self.settings.answer
+        top = hits[: s.sources]
         if top:
             top = [h for h in top if h.score >= SOURCE_SCORE_RATIO * top[0].score]
             top = naming(question, top)

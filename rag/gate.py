@@ -30,7 +30,7 @@ class RelevanceGate:
             return False  # the question names something (GPT-5, PagedAttention) no retrieved paper mentions
         if any(h.named for h in hits):
             return True  # "What does DistServe do?": the question names a retrieved paper
-        if max((h.similarity or 0.0) for h in hits) >= self.settings.min_similarity:
+        if max((h.similarity or 0.0) for h in hits) >= self.settings.gate.min_similarity:
             return True
         terms = content_terms(question)
         weights = self.retriever.term_weights()

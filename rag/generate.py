@@ -72,9 +72,10 @@ class Generator:
         llm, usage = self._llm(), usage if usage is not None else {}
         stream: Callable[..., Iterator[str]] = llm.stream  # the LLM protocol has no ``usage``: optional
         if "usage" in inspect.signature(stream).parameters:
-            yield from stream(messages, max_tokens=max_tokens, temperature=self.settings.temperature, usage=usage)
+            yield from stream(messages, max_tokens=max_tokens, temperature=self.settings.answer.temperature,
+                              usage=usage)
         else:
-            yield from llm.stream(messages, max_tokens=max_tokens, temperature=self.settings.temperature)
+            yield from llm.stream(messages, max_tokens=max_tokens, temperature=self.settings.answer.temperature)
             usage.update(getattr(llm, "usage", {}))
 
     def complete(self, messages: list[Message], max_tokens: int) -> str:
@@ -88,7 +89,7 @@ class Generator:
         raw = ""
         emitted = 0
         usage: dict[str, int] = {}
-        for delta in self.generate(messages, self.settings.max_tokens, usage):
+        for delta in self.generate(messages, self.settings.answer.max_tokens, usage):
             raw += delta
             head = raw.lstrip().upper()
             if prompts.REFUSAL_SENTINEL.startswith(head[: len(prompts.REFUSAL_SENTINEL)]):

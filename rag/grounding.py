@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .citations import TermWeights, support
 from .text import NAME, content_terms
-from .tuning import ANCHORED_COVERAGE, FIGURE_BONUS, FIGURE_WINDOW
+from .tuning import ANCHORED_COVERAGE, ECHO_NEW_TERMS, FIGURE_BONUS, FIGURE_WINDOW
 
 # Words that say what kind of thing is asked about, not which one: they are in almost every
 # question and abstract of a paper collection and carry no focus.
@@ -64,12 +64,12 @@ def figure_coverage(focus: frozenset[str], sentence: str, weights: TermWeights |
 
 
 def is_echo(answer: str, question: str, subject: str = "") -> bool:
-    """Whether an answer only repeats the question (and the subject's name): fewer than two
-    content terms and no figure that the question does not already hold."""
+    """Whether an answer only repeats the question (and the subject's name): fewer than
+    ECHO_NEW_TERMS new content terms and no figure that the question does not already hold."""
     answer = _MARKERS.sub(" ", answer)
     new_terms = content_terms(answer) - content_terms(question) - content_terms(subject) - GENERIC
     new_figures = figures(answer) - figures(question) - figures(subject)
-    return not new_figures and len({t for t in new_terms if not t.isdigit()}) < 2
+    return not new_figures and len({t for t in new_terms if not t.isdigit()}) < ECHO_NEW_TERMS
 
 
 def carries(answer: str, wants: str, question: str = "") -> bool:

@@ -94,7 +94,7 @@ def ingest_file(
         # Memory stays flat however big the file: one batch of papers at a time, and what is stored
         # is looked up per batch in Chroma rather than held for the whole collection.
         with tqdm(total=report.papers, desc=f"ingest {path.name}", unit="paper", disable=not show) as bar:
-            for batch in _batched(iter_papers(path), store.settings.ingest_batch):
+            for batch in _batched(iter_papers(path), store.settings.store.ingest_batch):
                 stored, by_title = _stored(store, batch)
                 todo: list[Paper] = []
                 stale: set[str] = set()
@@ -176,7 +176,7 @@ def _add_title_keys(store: Store) -> None:
 def _write(store: Store, papers: list[Paper], stale: set[str], source: str) -> int:
     nodes: list[TextNode] = []
     for paper in papers:
-        for i, chunk in enumerate(chunk_abstract(paper.abstract, store.settings.chunk_words)):
+        for i, chunk in enumerate(chunk_abstract(paper.abstract, store.settings.store.chunk_words)):
             metadata: dict[str, Any] = {
                 "paper_id": paper.id, "title": paper.title, "title_key": title_key(paper.title),
                 "content_hash": paper.content_hash, "chunk": i, "source": source,

@@ -13,6 +13,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
+from .tuning import LANGUAGE_MIN_WORDS
+
 # Function words of the languages users wrote in (dev split: de, fr, es, pt, it-like; English for
 # contrast). A question is in the language whose words it uses most, English unless another has
 # at least two and more than English.
@@ -56,7 +58,7 @@ def language(text: str) -> str:
     words = re.findall(r"[\w'-]+", text.casefold())
     counts = {lang: sum(w in vocab for w in words) for lang, vocab in _WORDS.items()}
     best = max((lang for lang in counts if lang != "en"), key=counts.__getitem__)
-    return best if counts[best] >= 2 and counts[best] > counts["en"] else "en"
+    return best if counts[best] >= LANGUAGE_MIN_WORDS and counts[best] > counts["en"] else "en"
 
 
 Kind = Literal["fact", "list", "compare"]

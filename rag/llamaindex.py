@@ -282,4 +282,5 @@ class LlamaIndexViews:
     def as_llama_index_llm(self) -> LlamaIndexLLM:
         """This engine's LLM behind llama-index's LLM interface."""
         engine = cast("Engine", self)
-        return LlamaIndexLLM(engine.llm, context_window=engine.settings.n_ctx, num_output=engine.settings.max_tokens)
+        s = engine.settings
+        return LlamaIndexLLM(engine.llm, context_window=s.llm.n_ctx, num_output=s.answer.max_tokens)

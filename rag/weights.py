@@ -88,8 +88,8 @@ def default_model_path(cache_dir: Path) -> Path:
 def check_gguf(path: Path) -> Path:
     """A user-given model file must exist and be a GGUF file."""
     if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist (PAPERCHAT_MODEL_PATH)")
+        raise ModelFileError(f"model file {path} does not exist (PAPERCHAT_LLM__MODEL_PATH)")
     with path.open("rb") as f:
         if f.read(4) != b"GGUF":
-            raise ModelFileError(f"model file {path} is not a GGUF file (PAPERCHAT_MODEL_PATH)")
+            raise ModelFileError(f"model file {path} is not a GGUF file (PAPERCHAT_LLM__MODEL_PATH)")
     return path

@@ -14,7 +14,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
 from rag import Engine, Settings
-from rag.settings import DEFAULT_CORPUS
+from rag.settings import DEFAULT_CORPUS, StoreSettings
 
 DIM = 256
 # Without these, every question would look alike to a bag of words.
@@ -77,7 +77,7 @@ class HashEmbedding(BaseEmbedding):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", default_corpus=None)
+    return Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", store=StoreSettings(default_corpus=None))
 
 
 @pytest.fixture
@@ -89,9 +89,10 @@ def embed() -> HashEmbedding:
 def make_engine(tmp_path: Path, embed: HashEmbedding):
     """Build an engine over the default collection with the fakes and the given LLM replies."""
 
-    def build(*replies: str, **overrides: Any) -> Engine:
-        s = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", default_corpus=DEFAULT_CORPUS,
-                     **overrides)
+    def build(*replies: str, **groups: Any) -> Engine:
+        """``groups``: settings groups, e.g. ``ui=UISettings(concurrency=2)``."""
+        groups.setdefault("store", StoreSettings(default_corpus=DEFAULT_CORPUS))
+        s = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", **groups)
         return Engine(s, llm=FakeLLM(*replies), embed_model=embed)
 
     return build

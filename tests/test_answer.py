@@ -203,7 +203,7 @@ def test_auto_ingests_the_default_collection_once(make_engine):
     embedded = engine.embed_model.embedded
     again = make_engine()
     assert again.embed_model.embedded == embedded and len(Catalog(again.store).papers()) == 71
-    assert again.settings.default_corpus == DEFAULT_CORPUS
+    assert again.settings.store.default_corpus == DEFAULT_CORPUS
 
 
 def test_first_source_is_whole_and_sources_missing_the_named_paper_are_left_out(make_engine):

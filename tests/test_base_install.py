@@ -37,7 +37,7 @@ def test_base_install_has_no_local_model_and_answers_through_a_server(tmp_path):
     # The main venv serves the model.
     with serving(llama_server_cmd(port), f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log",
                  timeout=120):
-        env |= {"PAPERCHAT_LLM_BASE_URL": f"http://127.0.0.1:{port}/v1", "PAPERCHAT_LLM_MODEL": "qwen-0.5b"}
+        env |= {"PAPERCHAT_LLM__BASE_URL": f"http://127.0.0.1:{port}/v1", "PAPERCHAT_LLM__MODEL": "qwen-0.5b"}
         done = subprocess.run([bin_dir / "paperchat", "ask", "--json",
                                "What context length do the Qwen2.5-1M models extend to?"],
                               capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)

@@ -22,7 +22,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     # A few saved prompt states are computed in the background (all 71 take ~3 min on 2 cores).
-    with running_app(tmp_path_factory.mktemp("served"), env={"PAPERCHAT_PREFILL_PAPERS": "8"}) as served:
+    with running_app(tmp_path_factory.mktemp("served"), env={"PAPERCHAT_LLM__PREFILL_PAPERS": "8"}) as served:
         yield served.url
 
 
@@ -89,7 +89,7 @@ def test_two_users_at_once_are_both_answered(app, browser):
                 return b.length && b[0].innerText.trim() && !b[0].innerText.includes("{WAITING_TEXT}"); }}""",
                                 polling=50, timeout=60_000)
     # The second user sees their question at once, while the first is answered (the page works on
-    # up to PAPERCHAT_UI_CONCURRENCY questions at once; the model writes one answer at a time).
+    # up to PAPERCHAT_UI__CONCURRENCY questions at once; the model writes one answer at a time).
     pages[1].wait_for_function(
         f"() => document.querySelector('#chat').innerText.includes({questions[1]!r})", polling=50, timeout=30_000)
     for i, p in enumerate(pages):

@@ -69,7 +69,7 @@ def test_chat_format_setting_and_missing_template():
     meta = {"tokenizer.ggml.bos_token_id": "2", "tokenizer.ggml.eos_token_id": "1"}
     text = {1: "<eos>", 2: "<bos>"}.__getitem__
     assert chat_template(meta, text, "gemma", "m.gguf").render([{"role": "user", "content": "U"}]).startswith("<bos>")
-    with pytest.raises(LLMError, match="carries no chat template: set PAPERCHAT_CHAT_FORMAT"):
+    with pytest.raises(LLMError, match="carries no chat template: set PAPERCHAT_LLM__CHAT_FORMAT"):
         chat_template(meta, text, None, "m.gguf")
     with pytest.raises(LLMError, match="neither a built-in format"):
         chat_template(meta, text, "no-such-format", "m.gguf")

@@ -11,7 +11,7 @@ from rag import CorpusError, Engine, Settings, cli
 from rag.answer import Answer
 from rag.citations import Citation
 from rag.cli import build_parser, format_answer, main, rebuild, stored_papers
-from rag.settings import DEFAULT_CORPUS
+from rag.settings import DEFAULT_CORPUS, StoreSettings
 
 from .conftest import FakeLLM
 from .test_answer import QUESTION, REPLY
@@ -31,21 +31,21 @@ def test_format_answer_lists_cited_papers():
 
 
 def test_bad_settings_are_a_clear_error(monkeypatch, capsys):
-    monkeypatch.setenv("PAPERCHAT_TOP_K", "many")
+    monkeypatch.setenv("PAPERCHAT_ANSWER__SOURCES", "many")
     assert main(["papers"]) == 1
-    assert "top_k" in capsys.readouterr().err
+    assert "answer.sources" in capsys.readouterr().err
 
 
 def test_empty_question_is_a_usage_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("PAPERCHAT_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("PAPERCHAT_DEFAULT_CORPUS", "")
+    monkeypatch.setenv("PAPERCHAT_STORE__DEFAULT_CORPUS", "")
     assert main(["ask", "   "]) == 2
     assert "the question is empty" in capsys.readouterr().err
 
 
 def test_serving_on_the_network_without_a_login_is_refused(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("PAPERCHAT_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("PAPERCHAT_HOST", "0.0.0.0")
+    monkeypatch.setenv("PAPERCHAT_UI__HOST", "0.0.0.0")
     assert main(["serve", "--no-browser"]) == 1
     assert "refusing to serve on 0.0.0.0 without a login" in capsys.readouterr().err
     assert not (tmp_path / "chroma").exists()  # refused before anything was built
@@ -160,7 +160,8 @@ def test_chat_into_a_file_prints_each_answer_once(make_engine, use_engine, monke
 @pytest.fixture
 def built_store(tmp_path, embed, monkeypatch):
     """A store of the default collection and one more paper (72), as a finished earlier run leaves it."""
-    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", default_corpus=DEFAULT_CORPUS)
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache",
+                        store=StoreSettings(default_corpus=DEFAULT_CORPUS))
     engine = Engine(settings, llm=FakeLLM(), embed_model=embed)
     extra = tmp_path / "extra.jsonl"
     extra.write_text(json.dumps({"title": "Zyxwv Decoding", "abstract": "Zyxwv decodes tokens in parallel."}) + "\n")
@@ -213,7 +214,8 @@ def test_rebuild_without_a_terminal_needs_yes(built_store, embed, monkeypatch, c
 
 
 def test_rebuild_of_a_damaged_store_still_asks(tmp_path, monkeypatch, capsys):
-    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", default_corpus=None)
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache",
+                        store=StoreSettings(default_corpus=None))
     settings.chroma_path.mkdir(parents=True)  # no chroma.sqlite3 in it
     answering(monkeypatch, "no\n", terminal=True)
     assert rebuild(settings, []) == 1

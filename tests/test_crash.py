@@ -16,7 +16,7 @@ from eval.scale import write_corpus
 from rag.catalog import Catalog
 from rag.corpus import load_papers
 from rag.ingest import ingest_file
-from rag.settings import Settings
+from rag.settings import Settings, StoreSettings
 from rag.store import Store
 
 from .conftest import HashEmbedding
@@ -26,10 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys
 from rag.ingest import ingest_file
-from rag.settings import Settings
+from rag.settings import Settings, StoreSettings
 from rag.store import Store
 from tests.conftest import HashEmbedding
-store = Store(Settings(data_dir=sys.argv[1], default_corpus=None, ingest_batch=40), HashEmbedding())
+settings = Settings(data_dir=sys.argv[1], store=StoreSettings(default_corpus=None, ingest_batch=40))
+store = Store(settings, HashEmbedding())
 print("start", flush=True)
 ingest_file(store, sys.argv[2], progress=False)
 print("done", flush=True)
@@ -71,7 +72,7 @@ def test_killed_ingests_then_a_rerun_leave_exactly_the_collection(tmp_path):
     assert run_child(data_dir, corpus, None)[0]
 
     embed = HashEmbedding()
-    store = Store(Settings(data_dir=data_dir, default_corpus=None), embed)
+    store = Store(Settings(data_dir=data_dir, store=StoreSettings(default_corpus=None)), embed)
     assert set(Catalog(store).papers()) == expected  # nothing missing, nothing extra
     ids, texts, metadatas = store.chunks()
     assert len(ids) == len(set(ids)) == store.count() == len(expected)  # one chunk each, no duplicates

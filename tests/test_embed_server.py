@@ -24,7 +24,7 @@ from rag.catalog import Catalog
 from rag.corpus import load_papers
 from rag.embedding import EmbeddingError, MiniLMEmbedding, OpenAICompatibleEmbedding, make_embedding
 from rag.ingest import ingest_file
-from rag.settings import DEFAULT_CORPUS
+from rag.settings import DEFAULT_CORPUS, EmbeddingSettings, StoreSettings
 from rag.store import Store, StoreError
 from tests.conftest import llama_server_cmd
 
@@ -203,7 +203,7 @@ def test_retries_are_bounded_and_the_error_names_the_server(served):
     # A client error is not retried, and says what may cause it.
     fake.requests.clear()
     fake.fail_status = 413
-    with pytest.raises(EmbeddingError, match="refused a batch of 4 texts.*PAPERCHAT_EMBED_BATCH"):
+    with pytest.raises(EmbeddingError, match="refused a batch of 4 texts.*PAPERCHAT_EMBEDDING__BATCH"):
         emb.embed(TEXTS[:4])
     assert len(fake.requests) == 1
 
@@ -240,18 +240,18 @@ def test_token_level_vectors_are_averaged_in_small_batches(served):
 
 def test_settings_choose_the_embedding(monkeypatch, served, tmp_path):
     fake, url = served
-    monkeypatch.setenv("PAPERCHAT_EMBED_BASE_URL", url)
-    with pytest.raises(ValueError, match="PAPERCHAT_EMBED_MODEL is not"):
+    monkeypatch.setenv("PAPERCHAT_EMBEDDING__BASE_URL", url)
+    with pytest.raises(ValueError, match="PAPERCHAT_EMBEDDING__MODEL is not"):
         Settings()
-    monkeypatch.setenv("PAPERCHAT_EMBED_MODEL", "fake-model")
-    monkeypatch.setenv("PAPERCHAT_EMBED_API_KEY", "secret-key")
-    monkeypatch.setenv("PAPERCHAT_EMBED_BATCH", "3")
-    settings = Settings(data_dir=tmp_path / "data", default_corpus=None)
+    monkeypatch.setenv("PAPERCHAT_EMBEDDING__MODEL", "fake-model")
+    monkeypatch.setenv("PAPERCHAT_EMBEDDING__API_KEY", "secret-key")
+    monkeypatch.setenv("PAPERCHAT_EMBEDDING__BATCH", "3")
+    settings = Settings(data_dir=tmp_path / "data", store=StoreSettings(default_corpus=None))
     emb = make_embedding(settings)
     assert isinstance(emb, OpenAICompatibleEmbedding) and emb.batch == 3
     assert "secret-key" not in repr(settings)
-    with pytest.raises(ValueError, match="PAPERCHAT_EMBED_BASE_URL is not"):
-        Settings(embed_base_url=None)
+    with pytest.raises(ValueError, match="PAPERCHAT_EMBEDDING__BASE_URL is not"):
+        Settings(embedding=EmbeddingSettings(base_url=None))
     # The engine builds it when none is passed, and ingests and retrieves through it.
     corpus = tmp_path / "papers.jsonl"
     corpus.write_text(json.dumps({"title": "Zebra Caching", "abstract": "We cache zebra stripes for faster serving."})
@@ -261,14 +261,14 @@ def test_settings_choose_the_embedding(monkeypatch, served, tmp_path):
     assert engine.embed_model.model_name == f"server:fake-model:{DIM}"
     engine.ingest([corpus])
     assert engine.retrieve("speculative decoding draft models")[0].title == "Giraffe Decoding"
-    monkeypatch.delenv("PAPERCHAT_EMBED_BASE_URL")
-    monkeypatch.delenv("PAPERCHAT_EMBED_MODEL")
+    monkeypatch.delenv("PAPERCHAT_EMBEDDING__BASE_URL")
+    monkeypatch.delenv("PAPERCHAT_EMBEDDING__MODEL")
     assert make_embedding(Settings()).__class__ is MiniLMEmbedding
 
 
 def test_store_refuses_another_model_or_dimension(served, tmp_path):
     fake, url = served
-    settings = Settings(data_dir=tmp_path / "data", default_corpus=None)
+    settings = Settings(data_dir=tmp_path / "data", store=StoreSettings(default_corpus=None))
     emb = OpenAICompatibleEmbedding(url, "fake-model")
     store = Store(settings, emb)
     ingest_file(store, DEFAULT_CORPUS)
@@ -303,8 +303,8 @@ def test_llama_cpp_server_embeddings_ingest_and_retrieve(tmp_path):
     corpus = tmp_path / "few.jsonl"
     corpus.write_text("".join(json.dumps({"title": p.title, "abstract": p.abstract}) + "\n" for p in chosen))
     with serving(cmd, f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log", timeout=180):
-        settings = Settings(data_dir=tmp_path / "data", default_corpus=corpus,
-                            embed_base_url=f"http://127.0.0.1:{port}/v1", embed_model="qwen-0.5b")
+        settings = Settings(data_dir=tmp_path / "data", store=StoreSettings(default_corpus=corpus),
+                            embedding=EmbeddingSettings(base_url=f"http://127.0.0.1:{port}/v1", model="qwen-0.5b"))
         engine = Engine(settings, llm=FakeLLM())  # the empty store gets the few papers, embedded by the server
         assert engine.embed_model.model_name == "server:qwen-0.5b:896"
         assert len(Catalog(engine.store).papers()) == len(chosen)

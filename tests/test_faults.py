@@ -18,7 +18,7 @@ import pytest
 from eval.browser import free_port, serving
 from rag import Answer, EmbeddingError, Engine, LLMError, Settings, StoreError
 from rag.cli import main
-from rag.settings import DEFAULT_CORPUS
+from rag.settings import DEFAULT_CORPUS, EmbeddingSettings, LLMSettings, StoreSettings
 from tests.conftest import FakeLLM, HashEmbedding, llama_server_cmd
 from tests.test_answer import QUESTION, REPLY
 from ui.app import respond
@@ -46,8 +46,8 @@ def test_chroma_server_killed_stopped_restarted_or_emptied(tmp_path, monkeypatch
     cmd = [str(VENV_BIN / "chroma"), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1",
            "--port", str(port)]
     heartbeat = f"http://127.0.0.1:{port}/api/v2/heartbeat"
-    settings = Settings(data_dir=tmp_path / "unused", cache_dir=tmp_path / "cache", chroma_url=f"http://127.0.0.1:{port}",
-                        chroma_timeout_s=3)
+    settings = Settings(data_dir=tmp_path / "unused", cache_dir=tmp_path / "cache",
+                        store=StoreSettings(url=f"http://127.0.0.1:{port}", timeout_s=3))
     llm = FakeLLM(*[REPLY] * 8)
     with serving(cmd, heartbeat, tmp_path / "chroma.log", timeout=120) as chroma:
         engine = Engine(settings, llm=llm, embed_model=HashEmbedding())
@@ -58,7 +58,7 @@ def test_chroma_server_killed_stopped_restarted_or_emptied(tmp_path, monkeypatch
         chroma.wait()
         with pytest.raises(StoreError, match="cannot reach the Chroma server .* start it again"):
             engine.ask(QUESTION)
-        code, err = _cli_error(["ask", QUESTION], {"PAPERCHAT_CHROMA_URL": settings.chroma_url or "",
+        code, err = _cli_error(["ask", QUESTION], {"PAPERCHAT_STORE__URL": settings.store.url or "",
                                                    "PAPERCHAT_DATA_DIR": str(tmp_path / "unused"),
                                                    "PAPERCHAT_CACHE_DIR": str(tmp_path / "cache")}, monkeypatch, capsys)
         assert code == 1 and err.startswith("error: ") and "Chroma server" in err and "\n" not in err
@@ -86,7 +86,7 @@ def test_chroma_server_killed_stopped_restarted_or_emptied(tmp_path, monkeypatch
         import chromadb
 
         other = chromadb.HttpClient(host="127.0.0.1", port=port)
-        other.delete_collection(settings.collection)
+        other.delete_collection(settings.store.collection)
         with pytest.raises(StoreError, match="no longer exists .* paperchat ingest"):
             engine.ask(QUESTION)
         assert engine.ask(QUESTION).abstained
@@ -101,8 +101,8 @@ MODEL_QUESTION = "What context length do the Qwen2.5-1M models extend to?"
 def test_llm_server_killed_or_stopped_mid_answer(tmp_path, monkeypatch, capsys):
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", llm_base_url=url,
-                        llm_model="qwen-0.5b", llm_timeout_s=20, llm_retries=0)
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache",
+                        llm=LLMSettings(base_url=url, model="qwen-0.5b", timeout_s=20, retries=0))
     log = tmp_path / "llama.log"
     with serving(llama_server_cmd(port), f"{url}/models", log, timeout=120) as server:
         engine = Engine(settings)
@@ -128,9 +128,9 @@ def test_llm_server_killed_or_stopped_mid_answer(tmp_path, monkeypatch, capsys):
         with pytest.raises(LLMError, match="lost the LLM server .* ask again once it is back"):
             engine.ask(MODEL_QUESTION)
         assert _page_text(engine, MODEL_QUESTION).startswith("⚠️ The language model failed: lost the LLM server")
-        code, err = _cli_error(["ask", MODEL_QUESTION], {"PAPERCHAT_LLM_BASE_URL": url,
-                                                         "PAPERCHAT_LLM_MODEL": "qwen-0.5b",
-                                                         "PAPERCHAT_LLM_RETRIES": "0",
+        code, err = _cli_error(["ask", MODEL_QUESTION], {"PAPERCHAT_LLM__BASE_URL": url,
+                                                         "PAPERCHAT_LLM__MODEL": "qwen-0.5b",
+                                                         "PAPERCHAT_LLM__RETRIES": "0",
                                                          "PAPERCHAT_DATA_DIR": str(tmp_path / "data"),
                                                          "PAPERCHAT_CACHE_DIR": str(tmp_path / "cache")},
                                monkeypatch, capsys)
@@ -173,7 +173,7 @@ def test_llm_stream_closed_half_way_is_an_error_not_an_answer(tmp_path):
         port = listener.getsockname()[1]
         llm = OpenAICompatibleLLM(f"http://127.0.0.1:{port}/v1", "m", None, timeout_s=5, retries=0)
         engine = Engine(Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache",
-                                 default_corpus=DEFAULT_CORPUS),
+                                 store=StoreSettings(default_corpus=DEFAULT_CORPUS)),
                         llm=llm, embed_model=HashEmbedding())
         pieces = []
         with pytest.raises(LLMError, match="lost the LLM server .* dropped"):
@@ -187,10 +187,10 @@ def test_llm_stream_closed_half_way_is_an_error_not_an_answer(tmp_path):
 def test_embedding_server_down_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(EmbeddingError, match="cannot reach the embedding server"):
-        Engine(Settings(data_dir=tmp_path / "data", embed_base_url=url, embed_model="e", embed_retries=0),
+        Engine(Settings(data_dir=tmp_path / "data", embedding=EmbeddingSettings(base_url=url, model="e", retries=0)),
                llm=FakeLLM())
-    code, err = _cli_error(["ask", QUESTION], {"PAPERCHAT_EMBED_BASE_URL": url, "PAPERCHAT_EMBED_MODEL": "e",
-                                               "PAPERCHAT_EMBED_RETRIES": "0",
+    code, err = _cli_error(["ask", QUESTION], {"PAPERCHAT_EMBEDDING__BASE_URL": url, "PAPERCHAT_EMBEDDING__MODEL": "e",
+                                               "PAPERCHAT_EMBEDDING__RETRIES": "0",
                                                "PAPERCHAT_DATA_DIR": str(tmp_path / "d")},
                            monkeypatch, capsys)
     assert code == 1 and err.startswith("error: cannot reach the embedding server") and "\n" not in err
@@ -202,12 +202,13 @@ from pathlib import Path
 import rag.store
 from rag import Engine, Settings, StoreError
 from rag.catalog import Catalog
-from rag.settings import DEFAULT_CORPUS
+from rag.settings import DEFAULT_CORPUS, StoreSettings
 from tests.conftest import FakeLLM, HashEmbedding, llama_server_cmd
 data, low_mb, files = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 rag.store.LOW_DISK_BYTES = low_mb << 20
 try:
-    engine = Engine(Settings(data_dir=data, cache_dir=data / "cache", default_corpus=DEFAULT_CORPUS),
+    engine = Engine(Settings(data_dir=data, cache_dir=data / "cache",
+                             store=StoreSettings(default_corpus=DEFAULT_CORPUS)),
                     llm=FakeLLM(), embed_model=HashEmbedding())
     engine.ingest(files)
 except StoreError as e:

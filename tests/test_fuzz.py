@@ -15,7 +15,7 @@ from rag import Answer, Engine, QuestionError
 from rag.catalog import Catalog
 from rag.corpus import CorpusError, load_papers, title_key
 from rag.ingest import ingest_file, remove
-from rag.settings import DEFAULT_CORPUS, Settings
+from rag.settings import DEFAULT_CORPUS, Settings, StoreSettings
 from rag.store import Store
 
 from .conftest import FakeLLM, HashEmbedding
@@ -24,7 +24,8 @@ from .conftest import FakeLLM, HashEmbedding
 @pytest.fixture(scope="module")
 def fuzz_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     folder = tmp_path_factory.mktemp("fuzz-engine")
-    s = Settings(data_dir=folder / "data", cache_dir=folder / "cache", default_corpus=DEFAULT_CORPUS)
+    s = Settings(data_dir=folder / "data", cache_dir=folder / "cache",
+                 store=StoreSettings(default_corpus=DEFAULT_CORPUS))
     return Engine(s, llm=FakeLLM(), embed_model=HashEmbedding())
 
 
@@ -106,7 +107,8 @@ class IngestMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp())
-        self.store = Store(Settings(data_dir=self.dir / "data", default_corpus=None, ingest_batch=3), HashEmbedding())
+        settings = Settings(data_dir=self.dir / "data", store=StoreSettings(default_corpus=None, ingest_batch=3))
+        self.store = Store(settings, HashEmbedding())
         self.expected: dict[str, str] = {}  # title key -> abstract
         self.files = 0
 

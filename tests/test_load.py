@@ -32,7 +32,7 @@ REQUEST_TIMEOUT_S = 600  # each request is bounded; the whole test ends when all
 def test_eight_concurrent_sessions_are_all_answered_in_their_own_conversation(tmp_path):
     from gradio_client import Client
 
-    with running_app(tmp_path / "data", env={"PAPERCHAT_PREFILL_PAPERS": "0"}) as app:
+    with running_app(tmp_path / "data", env={"PAPERCHAT_LLM__PREFILL_PAPERS": "0"}) as app:
         assert app.url.startswith("http://127.0.0.1:")
         rss_start = rss_kb(app.pid)
         results: dict[str, list[tuple[str, str, float]]] = {}

@@ -12,6 +12,7 @@ import pytest
 
 from rag import LLMError, Settings, weights
 from rag.llm import make_llm
+from rag.settings import LLMSettings
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
 
@@ -77,16 +78,16 @@ def test_damaged_model_copy_is_rebuilt_and_damaged_parts_are_an_error(tmp_path, 
 
 def test_user_model_path_must_be_gguf(tmp_path):
     with pytest.raises(weights.ModelFileError, match="does not exist"):
-        make_llm(Settings(model_path=tmp_path / "nope.gguf", data_dir=tmp_path))
+        make_llm(Settings(llm=LLMSettings(model_path=tmp_path / "nope.gguf"), data_dir=tmp_path))
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"NOTGGUF")
     with pytest.raises(weights.ModelFileError, match="not a GGUF file"):
-        make_llm(Settings(model_path=bad, data_dir=tmp_path))
+        make_llm(Settings(llm=LLMSettings(model_path=bad), data_dir=tmp_path))
 
 
 def test_server_backend_needs_a_model_name(monkeypatch):
-    monkeypatch.setenv("PAPERCHAT_LLM_BASE_URL", "http://127.0.0.1:9/v1")
-    with pytest.raises(ValueError, match="PAPERCHAT_LLM_MODEL"):
+    monkeypatch.setenv("PAPERCHAT_LLM__BASE_URL", "http://127.0.0.1:9/v1")
+    with pytest.raises(ValueError, match="PAPERCHAT_LLM__MODEL is not"):
         Settings()
 
 
@@ -94,21 +95,21 @@ def test_unreachable_server_is_a_clear_error_not_a_fallback(monkeypatch):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setenv("PAPERCHAT_LLM_BASE_URL", f"http://127.0.0.1:{port}/v1")
-    monkeypatch.setenv("PAPERCHAT_LLM_MODEL", "qwen")
-    monkeypatch.setenv("PAPERCHAT_LLM_RETRIES", "0")
+    monkeypatch.setenv("PAPERCHAT_LLM__BASE_URL", f"http://127.0.0.1:{port}/v1")
+    monkeypatch.setenv("PAPERCHAT_LLM__MODEL", "qwen")
+    monkeypatch.setenv("PAPERCHAT_LLM__RETRIES", "0")
     with pytest.raises(LLMError, match=f"cannot reach the LLM server at http://127.0.0.1:{port}"):
         make_llm(Settings())
 
 
 def test_settings_read_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("PAPERCHAT_TOP_K", "2")
+    monkeypatch.setenv("PAPERCHAT_ANSWER__SOURCES", "2")
     monkeypatch.setenv("PAPERCHAT_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("PAPERCHAT_DEFAULT_CORPUS", "")
+    monkeypatch.setenv("PAPERCHAT_STORE__DEFAULT_CORPUS", "")
     s = Settings()
-    assert s.top_k == 2 and s.chroma_path == tmp_path / "chroma" and s.default_corpus is None
+    assert s.answer.sources == 2 and s.chroma_path == tmp_path / "chroma" and s.store.default_corpus is None
     with pytest.raises(ValueError):
-        Settings(top_k=0)
+        Settings(answer={"sources": 0})
 
 
 def test_long_texts_are_embedded_whole(minilm):

@@ -7,7 +7,7 @@ import pytest
 from rag.corpus import load_papers
 from rag.ingest import ingest_file, remove
 from rag.retrieve import KeywordIndex
-from rag.settings import DEFAULT_CORPUS
+from rag.settings import DEFAULT_CORPUS, RetrievalSettings
 from rag.store import Store
 from rag.text import tokenize
 
@@ -41,7 +41,7 @@ def test_keyword_index_follows_new_papers(make_engine, tmp_path):
 def test_big_keyword_index_is_rebuilt_in_the_background_after_a_write(make_engine, tmp_path):
     import json
 
-    engine = make_engine(keyword_background_chunks=10)  # 71 chunks: "big"
+    engine = make_engine(retrieval=RetrievalSettings(keyword_background_chunks=10))  # 71 chunks: "big"
     retriever = engine.retriever
     old = retriever.keyword_index()
     path = tmp_path / "new.jsonl"
@@ -99,7 +99,7 @@ def test_unreadable_saved_index_is_rebuilt(make_engine, caplog):
 
 
 def test_removed_papers_are_not_returned_by_a_stale_keyword_index(make_engine):
-    engine = make_engine(keyword_background_chunks=10)
+    engine = make_engine(retrieval=RetrievalSettings(keyword_background_chunks=10))
     top = engine.retrieve("chunked prefill", k=1)[0]
     remove(engine.store, [top.paper_id])
     # The index is rebuilt in the background; meanwhile the removed paper must not come back.

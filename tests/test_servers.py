@@ -16,6 +16,7 @@ from eval.browser import free_port, serving
 from rag import Answer, Engine, LLMError, Settings
 from rag.catalog import Catalog
 from rag.llm import OpenAICompatibleLLM
+from rag.settings import LLMSettings, StoreSettings
 from tests.conftest import llama_server_cmd
 
 VENV_BIN = Path(sys.executable).parent
@@ -55,8 +56,9 @@ def test_llm_server_that_fails_gives_a_clear_error_after_bounded_retries():
 
 
 def test_llm_server_that_is_down_is_an_error_at_start(tmp_path):
-    settings = Settings(data_dir=tmp_path, default_corpus=None, llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
-                        llm_model="m", llm_retries=1, llm_timeout_s=3)
+    settings = Settings(data_dir=tmp_path, store=StoreSettings(default_corpus=None),
+                        llm=LLMSettings(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", retries=1,
+                                        timeout_s=3))
     engine = Engine(settings, embed_model=None)
     start = time.monotonic()
     with pytest.raises(LLMError, match="cannot reach the LLM server"):
@@ -70,7 +72,8 @@ def test_chroma_server_keeps_the_collection_across_restarts(tmp_path):
     cmd = [str(VENV_BIN / "chroma"), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1",
            "--port", str(port)]
     heartbeat = f"http://127.0.0.1:{port}/api/v2/heartbeat"
-    settings = Settings(data_dir=tmp_path / "unused", chroma_url=f"http://127.0.0.1:{port}", collection="lab-papers")
+    settings = Settings(data_dir=tmp_path / "unused",
+                        store=StoreSettings(url=f"http://127.0.0.1:{port}", collection="lab-papers"))
     with serving(cmd, heartbeat, tmp_path / "chroma.log", timeout=120):
         engine = Engine(settings)  # empty collection on the server: the default papers are ingested
         assert len(Catalog(engine.store).papers()) == 71
@@ -81,7 +84,7 @@ def test_chroma_server_keeps_the_collection_across_restarts(tmp_path):
     with serving(cmd, heartbeat, tmp_path / "chroma.log", timeout=120):
         again = Engine(settings)
         assert len(Catalog(again.store).papers()) == 71
-        (report,) = again.ingest([settings.default_corpus])
+        (report,) = again.ingest([settings.store.default_corpus])
         assert report.unchanged == 71 and report.chunks == 0
         assert again.retrieve("What context length does Qwen2.5-1M support?")[0].title.startswith("Qwen2.5-1M")
 
@@ -91,8 +94,8 @@ def test_openai_compatible_server_streams_cited_answers(tmp_path):
     port = free_port()
     with serving(llama_server_cmd(port), f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama-server.log",
                  timeout=120):
-        settings = Settings(data_dir=tmp_path / "data", llm_base_url=f"http://127.0.0.1:{port}/v1",
-                            llm_model="qwen-0.5b")
+        settings = Settings(data_dir=tmp_path / "data",
+                            llm=LLMSettings(base_url=f"http://127.0.0.1:{port}/v1", model="qwen-0.5b"))
         engine = Engine(settings)
         pieces = list(engine.ask_stream("What context length do the Qwen2.5-1M models extend to?"))
         answer = pieces[-1]
@@ -100,5 +103,5 @@ def test_openai_compatible_server_streams_cited_answers(tmp_path):
         assert not answer.abstained and answer.citations[0].title.startswith("Qwen2.5-1M")
         assert answer.timings["completion_tokens"] > 3  # counted from the stream (this server sends no usage)
         with pytest.raises(LLMError, match="has no model 'gpt-4o'"):
-            Engine(Settings(data_dir=tmp_path / "data", llm_base_url=f"http://127.0.0.1:{port}/v1",
-                            llm_model="gpt-4o")).warm_up()
+            Engine(Settings(data_dir=tmp_path / "data",
+                            llm=LLMSettings(base_url=f"http://127.0.0.1:{port}/v1", model="gpt-4o"))).warm_up()

@@ -9,7 +9,7 @@ import pytest
 from rag.catalog import Catalog
 from rag.corpus import CorpusError, load_papers
 from rag.ingest import ingest_file, ingest_files, remove
-from rag.settings import DEFAULT_CORPUS, Settings
+from rag.settings import DEFAULT_CORPUS, Settings, StoreSettings
 from rag.store import Store, StoreError
 
 from .conftest import HashEmbedding
@@ -37,7 +37,7 @@ def test_ingest_is_idempotent_and_embeds_nothing_the_second_time(settings, embed
 
 
 def test_small_batches_store_everything(tmp_path, embed):
-    store = Store(Settings(data_dir=tmp_path, default_corpus=None, ingest_batch=7), embed)
+    store = Store(Settings(data_dir=tmp_path, store=StoreSettings(default_corpus=None, ingest_batch=7)), embed)
     ingest_file(store, DEFAULT_CORPUS)
     assert {p.id for p in load_papers(DEFAULT_CORPUS)} == set(Catalog(store).papers())
 
@@ -140,7 +140,7 @@ def test_store_from_before_title_keys_still_replaces_by_title(settings, embed, t
 
 
 def test_paper_count_counts_papers_not_chunks(tmp_path, embed):
-    store = Store(Settings(data_dir=tmp_path, default_corpus=None, chunk_words=50), embed)
+    store = Store(Settings(data_dir=tmp_path, store=StoreSettings(default_corpus=None, chunk_words=50)), embed)
     catalog = Catalog(store)
     long = " ".join(f"Sentence number {i} says something about decoding." for i in range(30))
     ingest_file(store, jsonl(tmp_path / "a.jsonl", [{"title": "Long", "abstract": long},
@@ -185,7 +185,7 @@ class CountingGets:
 
 
 def test_iter_chunks_reads_every_chunk_lazily_a_page_at_a_time(tmp_path, embed):
-    store = Store(Settings(data_dir=tmp_path, default_corpus=None, chunk_words=50), embed)
+    store = Store(Settings(data_dir=tmp_path, store=StoreSettings(default_corpus=None, chunk_words=50)), embed)
     long = " ".join(f"Sentence number {i} says something about decoding." for i in range(30))
     ingest_file(store, jsonl(tmp_path / "a.jsonl", [{"id": "long", "title": "Long", "abstract": long},
                                                     {"id": "short", "title": "Short", "abstract": "One sentence."}]))

@@ -46,3 +46,12 @@ def test_a_typo_is_forgiven_only_in_a_lower_case_word_the_collection_does_not_us
     assert mentions("minfrence prefill speedup?", minference, known=lambda w: False)
     assert not mentions("How does Mixtral route tokens?", {"mistral"})  # a capitalised name is exact
     assert not mentions("flashattention-3 fp8 tflops?", {"flashattention"})  # a version is no typo
+
+
+def test_a_text_names_something_by_token_not_by_substring():
+    from rag.text import names_in
+
+    assert not names_in("We process the input stage first.", "NPU")
+    assert not names_in("Fast storage for caches.", "RAG")
+    assert names_in("Results on Llama 2 and Mistral.", "Llama-2")
+    assert names_in("mllm-NPU reaches 1,000 tokens/s on the NPU.", "NPU")

@@ -10,6 +10,7 @@ from eval.browser import free_port
 from rag import ABSTAIN_TEXT, Answer, Hit, LLMError, Settings
 from rag.catalog import Catalog
 from rag.citations import Citation
+from rag.settings import UISettings
 from ui.app import (
     ABSTAIN_MARKDOWN,
     STOPPED_DRAFT_NOTE,
@@ -146,16 +147,16 @@ def test_page_builds_with_its_parts(make_engine):
 
 
 def test_login_from_settings_guards_the_page(make_engine):
-    with pytest.raises(ValueError, match="set both PAPERCHAT_UI_USERNAME and PAPERCHAT_UI_PASSWORD"):
-        Settings(ui_username="ann")
-    engine = make_engine(ui_username="ann", ui_password="s3cret", port=free_port())
+    with pytest.raises(ValueError, match="set both PAPERCHAT_UI__USERNAME and PAPERCHAT_UI__PASSWORD"):
+        Settings(ui=UISettings(username="ann"))
+    engine = make_engine(ui=UISettings(username="ann", password="s3cret", port=free_port()))
     options = launch_options(engine.settings)
     assert options["auth"] == ("ann", "s3cret") and options["server_name"] == "127.0.0.1"
     page = build(engine)
     page.queue(max_size=2)
     page.launch(prevent_thread_lock=True, quiet=True, **options)
     try:
-        url = f"http://127.0.0.1:{engine.settings.port}"
+        url = f"http://127.0.0.1:{engine.settings.ui.port}"
         assert httpx.get(f"{url}/config").status_code == 401
         assert httpx.post(f"{url}/login", data={"username": "ann", "password": "wrong"}).status_code == 400
         with httpx.Client() as client:
@@ -166,7 +167,7 @@ def test_login_from_settings_guards_the_page(make_engine):
 
 
 def test_uploads_are_bounded_in_size_and_papers(make_engine, tmp_path):
-    engine = make_engine(ui_max_upload_papers=1, ui_max_upload_mb=1)
+    engine = make_engine(ui=UISettings(max_upload_papers=1, max_upload_mb=1))
     two = tmp_path / "two.jsonl"
     two.write_text("".join(json.dumps({"title": f"Paper {i}", "abstract": "About decoding."}) + "\n" for i in range(2)))
     assert "two.jsonl holds more than 1 papers, the most the page takes" in add_papers(engine, str(two))
@@ -249,7 +250,7 @@ def test_header_and_paper_count_are_read_on_each_page_load(make_engine, tmp_path
 
 
 def test_answers_run_side_by_side_and_uploads_one_at_a_time(make_engine):
-    engine = make_engine(ui_concurrency=3)
+    engine = make_engine(ui=UISettings(concurrency=3))
     page = build(engine)
     answers = [f for f in page.fns.values() if f.name == "answer"]
     (upload,) = [f for f in page.fns.values() if f.name == "add_file"]
@@ -258,7 +259,7 @@ def test_answers_run_side_by_side_and_uploads_one_at_a_time(make_engine):
 
 
 def test_an_answer_written_by_code_does_not_wait_for_the_model(make_engine):
-    engine = make_engine(ui_concurrency=2)
+    engine = make_engine(ui=UISettings(concurrency=2))
     engine._llm = llm = OneAtATimeLLM(REPLY)
     answer = page_fn(build(engine), "answer")
     writing = answer(QUESTION, [], [])
@@ -278,7 +279,7 @@ def test_a_full_queue_says_busy_instead_of_waiting_forever(make_engine, monkeypa
 
     from ui import app
 
-    engine = make_engine(ui_queue_size=2)
+    engine = make_engine(ui=UISettings(queue_size=2))
     page = build(engine)
     accept = page_fn(page, "accept")
     monkeypatch.setattr(app, "queue_length", lambda page: 2)

@@ -39,7 +39,7 @@ EXAMPLES = [
 ]
 #: Shown in the answer bubble until the first words arrive.
 WAITING_TEXT = "_Searching the papers…_"
-#: Shown instead of queueing a question when the queue is full (PAPERCHAT_UI_QUEUE_SIZE).
+#: Shown instead of queueing a question when the queue is full (PAPERCHAT_UI__QUEUE_SIZE).
 BUSY_TEXT = ("The page is busy: {waiting} questions are waiting, the most it keeps. Try again in a minute; "
              "your question is still in the box.")
 #: Shown when a question is sent while this conversation's previous answer is still being written.
@@ -203,8 +203,8 @@ def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
         return "⚠️ Choose a file first (JSONL, or title and abstract lines)."
     name = Path(file).name
     s = engine.settings
-    if Path(file).stat().st_size > s.ui_max_upload_mb << 20:
-        return f"⚠️ Nothing was added: {escape(name)} is larger than {s.ui_max_upload_mb} MB; use paperchat ingest."
+    if Path(file).stat().st_size > s.ui.max_upload_mb << 20:
+        return f"⚠️ Nothing was added: {escape(name)} is larger than {s.ui.max_upload_mb} MB; use paperchat ingest."
 
     written = [0]  # papers gone through, for a failure half way
 
@@ -215,7 +215,7 @@ def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
 
     try:
         # The whole file is checked (and counted) before anything is stored.
-        (report,) = engine.ingest([file], progress=False, on_progress=on_progress, max_papers=s.ui_max_upload_papers)
+        (report,) = engine.ingest([file], progress=False, on_progress=on_progress, max_papers=s.ui.max_upload_papers)
     except CorpusError as e:
         if e.line is None and "holds more than" in e.message:
             return (f"⚠️ Nothing was added: {escape(name)} {escape(e.message)}, the most the page takes; "
@@ -252,7 +252,7 @@ def build(engine: Engine) -> gr.Blocks:
                     with gr.Row():
                         box = gr.Textbox(placeholder="Ask a question about the papers and press Enter…",
                                          show_label=False, autofocus=True, scale=5, elem_id="question",
-                                         max_length=engine.settings.max_question_chars)
+                                         max_length=engine.settings.answer.max_question_chars)
                         ask = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="ask")
                         stop = gr.Button("Stop", variant="stop", scale=1, min_width=80, elem_id="stop")
                     with gr.Row():
@@ -282,7 +282,7 @@ def build(engine: Engine) -> gr.Blocks:
             if busy:  # two answers streaming into one conversation would overwrite each other
                 raise gr.Error(STILL_ANSWERING_TEXT, title="Still answering")
             waiting = queue_length(page)
-            if waiting is not None and waiting >= engine.settings.ui_queue_size:
+            if waiting is not None and waiting >= engine.settings.ui.queue_size:
                 raise gr.Error(BUSY_TEXT.format(waiting=waiting), title="Busy")
             shown = [*(chat or []), {"role": "user", "content": escape(message)},
                      {"role": "assistant", "content": WAITING_TEXT}]
@@ -312,7 +312,7 @@ def build(engine: Engine) -> gr.Blocks:
             answered = trigger(accept, [box, chatbot, answering], [chatbot, box, pending, answering],
                                queue=False).success(
                 answer, [pending, turns, chatbot], [chatbot, sources, turns, answering],
-                concurrency_id=ANSWER_SLOT, concurrency_limit=engine.settings.ui_concurrency)
+                concurrency_id=ANSWER_SLOT, concurrency_limit=engine.settings.ui.concurrency)
             answered.then(after_answer, [chatbot, answering], [chatbot, answering], queue=False)
             answers.append(answered)
         # Cancels a running answer (or one still waiting in the queue); see answer() for the model.
@@ -352,28 +352,28 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 def check_exposure(settings: Settings, allow_without_login: bool = False) -> None:
     """Refuse to serve beyond this machine without a login, unless the user says they mean it."""
-    if settings.host not in LOCAL_HOSTS and not settings.ui_username and not allow_without_login:
+    if settings.ui.host not in LOCAL_HOSTS and not settings.ui.username and not allow_without_login:
         raise ValueError(
-            f"refusing to serve on {settings.host} without a login: anyone on the network could use it. Set "
-            "PAPERCHAT_UI_USERNAME and PAPERCHAT_UI_PASSWORD, or pass --no-login-on-network if you mean it"
+            f"refusing to serve on {settings.ui.host} without a login: anyone on the network could use it. Set "
+            "PAPERCHAT_UI__USERNAME and PAPERCHAT_UI__PASSWORD, or pass --no-login-on-network if you mean it"
         )
 
 
 def launch_options(settings: Settings) -> dict[str, Any]:
     """Arguments for ``Blocks.launch``: address, optional login, and nothing that calls out."""
     auth = None
-    if settings.ui_username and settings.ui_password:
-        auth = (settings.ui_username, settings.ui_password.get_secret_value())
-    return {"server_name": settings.host, "server_port": settings.port, "auth": auth, "show_error": False,
-            "max_file_size": f"{settings.ui_max_upload_mb}mb",
+    if settings.ui.username and settings.ui.password:
+        auth = (settings.ui.username, settings.ui.password.get_secret_value())
+    return {"server_name": settings.ui.host, "server_port": settings.ui.port, "auth": auth, "show_error": False,
+            "max_file_size": f"{settings.ui.max_upload_mb}mb",
             "css": CSS, "footer_links": [], "ssr_mode": False, "share": False}
 
 
 def serve(engine: Engine, open_browser: bool = True, allow_without_login: bool = False) -> None:
-    """Serve the page on the configured host and port; answers run ``ui_concurrency`` at a time, others queue."""
+    """Serve the page on the configured host and port; answers run ``ui.concurrency`` at a time, others queue."""
     check_exposure(engine.settings, allow_without_login)
     engine.warm_up()
     engine.prefill_in_background()  # saved prompt states: first words in ~1 s (see Engine.prefill_papers)
     page = build(engine)
-    page.queue(max_size=engine.settings.ui_queue_size, default_concurrency_limit=1)
+    page.queue(max_size=engine.settings.ui.queue_size, default_concurrency_limit=1)
     page.launch(inbrowser=open_browser, **launch_options(engine.settings))
