@@ -1,8 +1,8 @@
 """Every tuned constant of the answer path, in one place: what it does and how it was chosen.
 
-"dev split" means the dev half of eval/questions-chat.jsonl, measured with
-`paperchat eval --chat` or the model-free decisions of `Engine.plan`; the test half is never used
-to choose a value. "exam set" means eval/questions.jsonl, which earlier values were chosen on.
+"dev split" means the dev half of eval/questions-chat.jsonl, measured with `paperchat eval --chat`
+or the model-free decisions of `Planner.plan` (rag/plan.py); the test half is never used to choose
+a value. "exam set" means eval/questions.jsonl, which earlier values were chosen on.
 """
 
 # ----- names (rag/text.py, rag/retrieve.py) ------------------------------------------------------
