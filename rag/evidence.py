@@ -59,6 +59,11 @@ def naming(question: str, hits: list[Hit]) -> list[Hit]:
     return [h for h, c in zip(hits, counts) if c == best] if best else hits
 
 
+def near_best(hits: list[Hit]) -> list[Hit]:
+    """The hits whose fused score is at least SOURCE_SCORE_RATIO of the first one's."""
+    return [h for h in hits if h.score >= SOURCE_SCORE_RATIO * hits[0].score] if hits else []
+
+
 def unanimous(hit: Hit) -> bool:
     """Whether a hit ranks first in both the dense and the keyword ranking."""
     return hit.dense_rank == 1 and hit.bm25_rank == 1
@@ -134,8 +139,7 @@ class Evidence:
         the best hits within SOURCE_SCORE_RATIO of the best score."""
         if turn.followup or any(h.named for h in turn.subject):
             return turn.subject
-        top = turn.hits[: self.settings.answer.sources]
-        return [h for h in top if h.score >= SOURCE_SCORE_RATIO * top[0].score] if top else []
+        return near_best(turn.hits[: self.settings.answer.sources])
 
     def select_sources(self, question: str, hits: list[Hit]) -> list[Source]:
         """Number the best hits as sources: the first one whole (see ``answer.first_source_full``), the
@@ -145,9 +149,8 @@ class Evidence:
         asks about while others have it: every source costs ~10 ms a token of prompt reading.
         """
         s = self.settings.answer
-        top = hits[: s.sources]
+        top = near_best(hits[: s.sources])
         if top:
-            top = [h for h in top if h.score >= SOURCE_SCORE_RATIO * top[0].score]
             top = naming(question, top)
             # First in both rankings, and the question asks for one thing: the others only distract
             # the model (it named the wrong paper from them) and cost prompt time.

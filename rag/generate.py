@@ -75,7 +75,7 @@ class Generator:
             yield from stream(messages, max_tokens=max_tokens, temperature=self.settings.answer.temperature,
                               usage=usage)
         else:
-            yield from llm.stream(messages, max_tokens=max_tokens, temperature=self.settings.answer.temperature)
+            yield from stream(messages, max_tokens=max_tokens, temperature=self.settings.answer.temperature)
             usage.update(getattr(llm, "usage", {}))
 
     def complete(self, messages: list[Message], max_tokens: int) -> str:

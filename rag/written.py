@@ -24,14 +24,19 @@ _IDENTIFY = re.compile(r"^\s*(which|what)\s+([\w-]+\s+){0,2}?(paper|work|method|
                        r"technique|framework|library|algorithm|study)\b(?!s)", re.I)
 
 
+def cite(n: int, hit: Hit, quote: str) -> Citation:
+    """Citation ``n``: ``hit``'s paper, with the sentence quoted from it."""
+    return Citation(n, hit.paper_id, hit.title, quote, hit.url)
+
+
 def with_quote(text: str, citations: list[Citation], quote: Scored, hit: Hit) -> Written:
     """The answer with a source sentence quoted after it, cited (a new number if its paper is not
     cited yet)."""
-    cite = next((c for c in citations if c.paper_id == hit.paper_id), None)
-    if cite is None:
-        cite = Citation(len(citations) + 1, hit.paper_id, hit.title, quote.text, hit.url)
-        citations = [*citations, cite]
-    return f"{text} The abstract says: \u201c{quote.text}\u201d [{cite.n}]", citations
+    cited = next((c for c in citations if c.paper_id == hit.paper_id), None)
+    if cited is None:
+        cited = cite(len(citations) + 1, hit, quote.text)
+        citations = [*citations, cited]
+    return f"{text} The abstract says: \u201c{quote.text}\u201d [{cited.n}]", citations
 
 
 class WrittenAnswers:
@@ -51,7 +56,7 @@ class WrittenAnswers:
                 continue
             n = len(citations) + 1
             lines.append(f"- {hit.title}: {best.text.rstrip('. ')} [{n}].")
-            citations.append(Citation(n, hit.paper_id, hit.title, best.text, hit.url))
+            citations.append(cite(n, hit, best.text))
         if not citations:
             return None
         return "Papers in the collection on this, best match first:\n" + "\n".join(lines), citations
@@ -88,7 +93,7 @@ class WrittenAnswers:
                 continue
             n = len(citations) + 1
             rows.append(f"- {short_name(hit.title)} [{n}]: {answering[0].text}")
-            citations.append(Citation(n, hit.paper_id, hit.title, answering[0].text, hit.url))
+            citations.append(cite(n, hit, answering[0].text))
         if not citations:
             return None
         return "Side by side, from each paper's abstract:\n" + "\n".join(rows), citations
@@ -98,10 +103,10 @@ class WrittenAnswers:
         """"Which system ...?": the answer is the paper, with its sentence that fits best."""
         if turn.wants != "name" or not _IDENTIFY.search(question) or turn.followup:
             return None
-        return f"{hit.title} [1]: {best.text}", [Citation(1, hit.paper_id, hit.title, best.text, hit.url)]
+        return f"{hit.title} [1]: {best.text}", [cite(1, hit, best.text)]
 
     @staticmethod
     def quote(best: Scored, hit: Hit) -> Written:
         """The source sentence that answers, quoted and cited (when the model's answer fails)."""
         return (prompts.QUOTE_TEMPLATE.format(title=hit.title, quote=best.text, n=1),
-                [Citation(1, hit.paper_id, hit.title, best.text, hit.url)])
+                [cite(1, hit, best.text)])
