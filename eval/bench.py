@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         engine.warm_up()
         # What `paperchat serve` does in the background at start; states stay on disk for later runs.
         start = time.perf_counter()
-        figures["prefill_papers_computed"] = engine.prefill_papers()
+        figures["prefill_papers_computed"] = engine.prefiller.prefill_papers()
         figures["prefill_papers_s"] = round(time.perf_counter() - start, 1)
         retrieve = []
         for r in rows:

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
         engine = Engine(Settings(data_dir=data_dir))
         engine.warm_up()
-        engine.prefill_papers()
+        engine.prefiller.prefill_papers()
         del engine
         with running_app(data_dir) as app, chromium() as browser:
             page, outside = open_page(browser, app.url)

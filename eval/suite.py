@@ -104,7 +104,7 @@ def warm_like_serve(engine: Engine) -> str:
     """Load the model and save the prompt states as `paperchat serve` does at start, so measured
     timings are the page's; returns the model's name for the report."""
     engine.warm_up()
-    engine.prefill_papers()
+    engine.prefiller.prefill_papers()
     return getattr(engine.llm, "name", type(engine.llm).__name__)
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from . import prompts
 from .checks import checked_answer
 from .citations import Citation
 from .conversation import FollowUps, Translator
@@ -24,7 +23,7 @@ from .ingest import IngestReport, ProgressCallback, ingest_files
 from .intent import spell_out
 from .llamaindex import LlamaIndexViews
 from .llm import LLM, Message, make_llm
-from .plan import Plan, Planner
+from .plan import Planner
 from .prefill import Prefiller
 from .retrieve import Hit, HybridRetriever
 from .settings import Settings
@@ -148,14 +147,6 @@ class Engine(LlamaIndexViews):
         self.prefiller.prefill_prompt_starts()
         self.retriever.keyword_index()
 
-    def prefill_in_background(self) -> threading.Thread:
-        """Save prompt states of the stored passages in a daemon thread (see :mod:`rag.prefill`)."""
-        return self.prefiller.in_background()
-
-    def prefill_papers(self, limit: int | None = None, stop: threading.Event | None = None) -> int:
-        """Save prompt states of up to ``limit`` stored passages now (see :mod:`rag.prefill`)."""
-        return self.prefiller.prefill_papers(limit, stop)
-
     def ask_stream(self, question: str, history: list[Message] | None = None) -> Iterator[str | Answer]:
         """Yield the answer's text deltas as the model writes them, then the final :class:`Answer`.
 
@@ -174,19 +165,16 @@ class Engine(LlamaIndexViews):
         timings["retrieve_s"] = time.perf_counter() - t
         plan = self.planner.plan(english, turn, lang)
         hits = plan.candidates if plan.kind == "list" else turn.hits  # a list's papers are its sources
-        best = plan.ranked[0][0] if plan.kind == "near-miss" else plan.answering[0][0] if plan.answering else None
 
         def finish(written: Written, reason: str = "", by: str = "", standalone: str = turn.question) -> Answer:
             timings["total_s"] = time.perf_counter() - start
             timings.setdefault("first_token_s", timings["total_s"])
             return Answer(question, *written, bool(reason), hits, timings, standalone, reason, "" if reason else by,
-                          lang, best)
+                          lang, plan.best)
 
         if plan.kind != "fact":
-            reason = plan.kind if plan.kind in ("retrieval", "near-miss") else ""
-            written = plan.written or (abstention(plan), [])
-            yield written[0]
-            yield finish(written, reason, plan.kind)
+            yield (written := plan.reply())[0]
+            yield finish(written, plan.kind if plan.abstains else "", plan.kind)
             return
         best_sentence, best_hit = plan.answering[0]
         standalone = self.followups.standalone(turn, history, best_hit)
@@ -208,11 +196,3 @@ class Engine(LlamaIndexViews):
                 return item
         raise AssertionError("ask_stream ended without an answer")
 
-
-def abstention(plan: Plan) -> str:
-    """What an abstention says: nothing relevant, or (a near miss) the paper checked and what it
-    does say."""
-    if plan.kind == "near-miss":
-        best, hit = plan.ranked[0]
-        return prompts.NEAR_MISS_TEMPLATE.format(title=hit.title, quote=best.text)
-    return prompts.ABSTAIN_TEXT

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import grounding
+from . import grounding, prompts
 from .conversation import Turn
 from .evidence import Evidence
 from .gate import RelevanceGate
@@ -24,6 +24,27 @@ class Plan:
     answering: list[tuple[Scored, Hit]] = field(default_factory=list)  # those that answer the question
     candidates: list[Hit] = field(default_factory=list)
     written: Written | None = None
+
+    @property
+    def abstains(self) -> bool:
+        """Whether the answer is an abstention (nothing relevant retrieved, or a near miss)."""
+        return self.kind in ("retrieval", "near-miss")
+
+    @property
+    def best(self) -> Scored | None:
+        """The sentence judged to answer best (for a near miss: the closest one)."""
+        ranked = self.ranked if self.kind == "near-miss" else self.answering
+        return ranked[0][0] if ranked else None
+
+    def reply(self) -> Written:
+        """What the answer says when no model writes it: the code-written answer, or the
+        abstention (for a near miss: the paper checked and what it does say)."""
+        if self.written is not None:
+            return self.written
+        if self.kind == "near-miss":
+            best, hit = self.ranked[0]
+            return prompts.NEAR_MISS_TEMPLATE.format(title=hit.title, quote=best.text), []
+        return prompts.ABSTAIN_TEXT, []
 
 
 class Planner:

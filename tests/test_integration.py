@@ -72,6 +72,20 @@ def test_follow_up_stays_on_the_same_paper(engine):
     assert answer.abstained or answer.citations[0].title.startswith("CacheBlend")
 
 
+def test_a_generation_frees_its_sampler_and_the_model_when_it_ends_or_is_stopped(engine):
+    """llama-cpp-python leaves each generation's sampler (1.8 MB native) in a reference cycle: the
+    soak's memory growth. It is freed at once, also when the reader stops half way (Stop)."""
+    llm = engine.llm
+    messages = [{"role": "user", "content": "Name three colours."}]
+    assert "".join(llm.stream(messages, max_tokens=16, temperature=0))
+    assert llm._llm._sampler is None and not llm._lock.locked()
+    stream = llm.stream(messages, max_tokens=64, temperature=0)
+    next(stream)
+    assert llm._llm._sampler is not None and llm._lock.locked()
+    stream.close()
+    assert llm._llm._sampler is None and not llm._lock.locked()
+
+
 def test_command_line_ask_and_bad_ingest(engine, data_dir, tmp_path):
     env = {**os.environ, "PAPERCHAT_DATA_DIR": str(data_dir)}
     cli = [sys.executable, "-m", "rag.cli"]

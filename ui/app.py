@@ -226,12 +226,12 @@ def add_papers(engine: Engine, file: str | None, progress: Any = None) -> str:
     except Exception as e:
         log.exception("ingesting %s failed", name)
         if written[0]:  # a full disk or a lost server half way: what was written stays, whole
-            engine.prefill_in_background()
+            engine.prefiller.in_background()
             return (f"⚠️ Adding {escape(name)} stopped after {written[0]} papers (those are in the collection; "
                     f"adding the file again adds the rest): {escape(str(e))}")
         return f"⚠️ Nothing was added: {escape(str(e))}"
     if report.added or report.replaced:
-        engine.prefill_in_background()
+        engine.prefiller.in_background()
     return (f"✅ {escape(name)}: {report.papers} papers read, {report.added} added, {report.replaced} replaced, "
             f"{report.unchanged} already in the collection.")
 
@@ -373,7 +373,7 @@ def serve(engine: Engine, open_browser: bool = True, allow_without_login: bool =
     """Serve the page on the configured host and port; answers run ``ui.concurrency`` at a time, others queue."""
     check_exposure(engine.settings, allow_without_login)
     engine.warm_up()
-    engine.prefill_in_background()  # saved prompt states: first words in ~1 s (see Engine.prefill_papers)
+    engine.prefiller.in_background()  # saved prompt states: first words in ~1 s (see rag.prefill)
     page = build(engine)
     page.queue(max_size=engine.settings.ui.queue_size, default_concurrency_limit=1)
     page.launch(inbrowser=open_browser, **launch_options(engine.settings))
