@@ -15,7 +15,7 @@ from .citations import Source, support
 from .grounding import Scored
 from .retrieve import Hit, HybridRetriever
 from .settings import Settings
-from .text import NAME, content_terms, split_sentences
+from .text import NAME, content_terms, names_in, split_sentences
 from .tuning import RANK_PENALTY, SENTENCE_SUPPORT_WEIGHT, SOURCE_SCORE_RATIO
 
 if TYPE_CHECKING:
@@ -46,15 +46,12 @@ def evidence_text(text: str) -> str:
 
 
 def naming(question: str, hits: list[Hit]) -> list[Hit]:
-    """The hits that mention the most of the names in the question (all hits if it names nothing).
-
-    Still matched by substring ("npu" is found in "input"), unlike every other name check: matching
-    by token (:func:`rag.text.names_in`) changes the sources of 17 of the 466 eval question texts
-    and waits for its eval run before it replaces this."""
-    names = [n.casefold() for n in NAME.findall(question)]
+    """The hits that mention the most of the names in the question (all hits if it names nothing),
+    matched by token as the gate and retrieval match names: "npu" is not in "input"."""
+    names = NAME.findall(question)
     if not names:
         return hits
-    counts = [sum(n in f"{h.title} {h.text}".casefold() for n in names) for h in hits]
+    counts = [sum(names_in(f"{h.title} {h.text}", n) for n in names) for h in hits]
     best = max(counts, default=0)
     return [h for h, c in zip(hits, counts) if c == best] if best else hits
 

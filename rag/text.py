@@ -168,8 +168,8 @@ def mentions(question: str, names: set[str], known: Callable[[str], bool] | None
 
 def names_in(text: str, name: str) -> bool:
     """Whether ``text`` mentions ``name``, matched by token as :func:`mentions` does: "npu" is not
-    in "input" nor "rag" in "storage", and "Llama-2" is "Llama 2"."""
-    return mentions(name, word_grams(text))
+    in "input" nor "rag" in "storage", "Llama-2" is "Llama 2", and "LLMs" mentions "LLM"."""
+    return mentions(_ACRONYM_PLURAL.sub(r"\1", name), word_grams(_ACRONYM_PLURAL.sub(r"\1", text)))
 
 
 def short_name(title: str) -> str:

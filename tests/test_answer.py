@@ -231,6 +231,17 @@ def test_a_paper_first_in_both_rankings_is_the_only_source_unless_several_are_as
     assert len(engine.evidence.select_sources("Which method packs prompts together?", hits)) == 2
 
 
+def test_sources_are_kept_by_the_names_they_mention_as_words():
+    from rag import Hit
+    from rag.evidence import naming
+
+    hits = [Hit("a", "Alpha: fast input stages", "Alpha orders the input and storage stages.", 0.3),
+            Hit("b", "Beta", "Beta runs prefill on the NPU of a phone, for RAG.", 0.2)]
+    # "npu" inside "input" and "rag" inside "storage" are no mentions: only Beta names them.
+    assert [h.title for h in naming("How fast is prefill on the NPU with RAG?", hits)] == ["Beta"]
+    assert [h.title for h in naming("How fast is prefill?", hits)] == ["Alpha: fast input stages", "Beta"]
+
+
 def test_a_capitalised_name_no_paper_mentions_abstains(make_engine):
     answer = make_engine().ask("What speedup does Medusa's multi-head decoding report for prefill?")
     assert answer.abstained and answer.abstain_reason == "retrieval"

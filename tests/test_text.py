@@ -55,3 +55,4 @@ def test_a_text_names_something_by_token_not_by_substring():
     assert not names_in("Fast storage for caches.", "RAG")
     assert names_in("Results on Llama 2 and Mistral.", "Llama-2")
     assert names_in("mllm-NPU reaches 1,000 tokens/s on the NPU.", "NPU")
+    assert names_in("Accelerating Production LLMs", "LLM") and names_in("LLM serving", "LLMs")
