@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .citations import TermWeights, support
 from .text import NAME, content_terms
-from .tuning import ANCHORED_COVERAGE, ECHO_NEW_TERMS, FIGURE_BONUS, FIGURE_WINDOW
+from .tuning import ANCHORED_COVERAGE, ASKED_MAX_WORDS, ASKED_WINDOW, ECHO_NEW_TERMS, FIGURE_BONUS, FIGURE_WINDOW
 
 # Words that say what kind of thing is asked about, not which one: they are in almost every
 # question and abstract of a paper collection and carry no focus.
@@ -48,6 +48,52 @@ def focus_terms(question: str, subject: str = "", terms: frozenset[str] | None =
     return frozenset((content_terms(question) if terms is None else terms) - content_terms(subject) - GENERIC)
 
 
+# Where the thing asked about starts: after "what / which / how many / how much" and an optional
+# "is the" ("what [chunk size] did ...", "whats the [acceptance rate] of ...").
+_ASKED_START = re.compile(r"\b(?:what(?:'s|s)?|which|how (?:many|much))\s+(?:(?:is|are|was|were)\s+)?"
+                          r"(?:(?:the|a|an)\s+)?", re.I)
+# Words that say what kind of figure is asked, not what it is a figure of: the figure itself is
+# checked, and an abstract says "2.3x faster" for "how much speedup".
+_FIGURE_KIND = frozenset(content_terms(
+    "speedup speed speeds fast faster quick quicker accelerate acceleration size rate ratio number percentage "
+    "fraction share factor amount times improvement improve reduction reduce gain"))
+
+
+def asked_terms(question: str, subject: str = "") -> frozenset[str]:
+    """The content terms of what a question asks about: the words after its question word up to
+    the first stopword ("what prefill chunk size did ..." -> prefill, chunk; "how many gpus and
+    ..." -> gpus), less the subject's name, words every question has and figure kinds. Empty when
+    the question has no such phrase ("how much does X speed up ...", "is there a paper ...").
+
+    English grammar, not topics: a sentence about the paper that holds none of these words does
+    not say what was asked (a near miss). Written on the dev split's near misses."""
+    match = _ASKED_START.search(question)
+    if not match:
+        return frozenset()
+    words = []
+    for word in re.findall(r"[\w'-]+", question[match.end():])[:ASKED_MAX_WORDS]:
+        if not content_terms(word) or word.casefold() in ("and", "or", "vs"):
+            break
+        words.append(word)
+    terms = content_terms(" ".join(words))
+    if terms & GENERIC:  # "which closed model ...", "which system ...": a name is asked, not a detail
+        return frozenset()
+    return frozenset(terms - content_terms(subject) - _FIGURE_KIND)
+
+
+def holds_asked(asked: frozenset[str], sentence: str, wants: str = "other", title: str = "") -> bool:
+    """Whether a sentence holds any of the asked terms that are not its paper's title words (True
+    when none are left); for a figure question, within FIGURE_WINDOW words of a figure ("acceptance
+    rate, block efficiency and up to 3x speedup" gives no acceptance rate; ASKED_WINDOW). Stems that extend each
+    other match: "gpus" and "gpu", "param" and "paramet"."""
+    asked = asked - content_terms(title)
+    if not asked:
+        return True
+    texts = figure_windows(sentence, ASKED_WINDOW) if wants == "figure" else [sentence]
+    return any(a == t or (min(len(a), len(t)) >= 3 and (a.startswith(t) or t.startswith(a)))
+               for text in texts for t in content_terms(text) for a in asked)
+
+
 def coverage(focus: frozenset[str], sentence: str, weights: TermWeights | None) -> float:
     """Share of the focus terms a sentence holds, weighted by rarity (1.0 when there is no focus)."""
     return support(focus, sentence, weights) if focus else 1.0
@@ -57,10 +103,14 @@ def figure_coverage(focus: frozenset[str], sentence: str, weights: TermWeights |
     """The best coverage of the focus terms by the words around one figure of the sentence: a
     figure answers "how much faster at decoding" only if the words near it are about decoding
     ("2.34x for prefilling" is not). 0.0 for a sentence without figures."""
+    return max((coverage(focus, window, weights) for window in figure_windows(sentence)), default=0.0)
+
+
+def figure_windows(sentence: str, window: int = FIGURE_WINDOW) -> list[str]:
+    """The words within ``window`` of each figure of a sentence: what that figure is about."""
     words = sentence.split()
-    spots = [i for i, w in enumerate(words) if figures(w)]
-    return max((coverage(focus, " ".join(words[max(0, i - FIGURE_WINDOW): i + FIGURE_WINDOW + 1]), weights)
-                for i in spots), default=0.0)
+    return [" ".join(words[max(0, i - window): i + window + 1])
+            for i, w in enumerate(words) if figures(w)]
 
 
 def is_echo(answer: str, question: str, subject: str = "") -> bool:

@@ -76,7 +76,9 @@ class Planner:
         ranked = self.evidence.rank_sentences(turn.focus_question, candidates, turn.wants)
         if not ranked:
             return Plan("retrieval")
-        answering = [(sc, h) for sc, h in ranked if grounding.answers(sc, turn.wants, turn.followup or h.named)]
+        asked = grounding.asked_terms(turn.focus_question, " ".join(h.title for h in turn.subject))
+        answering = [(sc, h) for sc, h in ranked if grounding.answers(sc, turn.wants, turn.followup or h.named)
+                     and grounding.holds_asked(asked, sc.text, turn.wants, h.title)]
         if not answering:
             return Plan("near-miss", ranked, answering, candidates)
         if identified := self.written.identify(english, turn, *answering[0]):

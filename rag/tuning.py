@@ -62,6 +62,14 @@ ECHO_NEW_TERMS = 2
 #: words of a figure). Dev split: 0.45 stopped 14 of 20 near misses; 0.6 would stop 3 more and
 #: lose 6 answerable questions whose words differ from the abstract's.
 ANCHORED_COVERAGE = 0.45
+#: The most words read as what a question asks about (grounding.asked_terms): "what [prefill
+#: chunk size] did ...". Set by hand to a short noun phrase's length, not tuned.
+ASKED_MAX_WORDS = 4
+#: For a figure question, the words on each side of a figure that must hold what was asked
+#: ("acceptance rate of 71%", "8 GPUs"): a clause, tighter than FIGURE_WINDOW, which finds the
+#: figure's topic. Set by hand to 6 and checked on the dev split only: with the whole sentence
+#: instead, a near miss ("acceptance rate" seven words before an unrelated "3x") was answered.
+ASKED_WINDOW = 6
 #: Words on each side of a figure that say what it is about. Dev split: 6, 8, 12 and 16 gave the
 #: same near-miss decisions; 6 and 8 lost 1-3 answerable ones.
 FIGURE_WINDOW = 12

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from rag.grounding import Scored, answers, carries, figure_coverage, figures, focus_terms, is_echo
+from rag.grounding import (
+    Scored,
+    answers,
+    asked_terms,
+    carries,
+    figure_coverage,
+    figures,
+    focus_terms,
+    holds_asked,
+    is_echo,
+)
 
 LAZY = "LazyLLM accelerates the prefilling stage of LLama 2 7B by 2.34x while maintaining accuracy."
 
@@ -44,3 +54,32 @@ def test_digits_inside_names_are_not_figures():
     assert figures("We evaluate Llama-2 7B on A100 GPUs with FP16 and W4A8") == {"7"}
     assert not carries("It runs on A100 GPUs with FP16 [1].", "figure", "how much faster?")
     assert figures("speeds up pre-training by $\\sim$3x") == figures("by sim3x") == {"3"}
+
+
+def test_what_a_question_asks_about_is_the_phrase_after_its_question_word():
+    assert asked_terms("what prefill chunk size did Sarathi use?") == {"prefil", "chunk"}
+    assert asked_terms("whats the acceptance rate of the draft?") == {"accept"}  # "rate" is the figure's kind
+    assert asked_terms("how many gpus and what interconnect?") == {"gpus"}
+    assert asked_terms("What context length does Qwen2.5-1M support?", "Qwen2.5-1M Technical Report") == {
+        "context", "length"}
+    # No phrase, or only the subject and figure kinds: nothing to hold.
+    assert asked_terms("how much does LazyLLM speed up decoding?") == frozenset()
+    assert asked_terms("What speedup does Medusa report?") == frozenset()
+    assert asked_terms("What is CacheBlend?", "CacheBlend: Fast LLM Serving") == frozenset()
+    assert asked_terms("is there a paper on KV cache reuse?") == frozenset()
+
+
+def test_a_sentence_without_what_was_asked_does_not_answer():
+    asked = asked_terms("what batch size does the report recommend for resnet?")
+    assert not holds_asked(asked, "We optimize task weighting hyperparameters and improve AUROC by 3.9%.")
+    assert holds_asked(asked, "A batch of 512 images works best for ResNet-56.")
+    # Stems that extend each other match; the paper's own title words are no evidence.
+    assert holds_asked(asked_terms("how many gpus did they use?"), "It runs on 8 GPUs.")
+    assert holds_asked(asked_terms("what is the KV-Runahead layout?"), "It is fast.", title="KV-Runahead: layout")
+    # For a figure, what was asked must be what the figure is about.
+    rate = asked_terms("whats the acceptance rate of the draft?")
+    long = "It improves key metrics of acceptance rate, block efficiency and up to 3x memory bound speed up."
+    assert holds_asked(rate, long) and not holds_asked(rate, long, "figure")
+    assert holds_asked(rate, "The acceptance rate reaches 71% on code.", "figure")
+    # A kind of thing after the question word asks for a name, checked elsewhere.
+    assert asked_terms("which closed model does the 14B beat?") == frozenset()
