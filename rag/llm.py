@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,6 +175,46 @@ class LlamaCppLLM:
             sampler.close()
 
 
+class LlamaCppPool:
+    """Several :class:`LlamaCppLLM` contexts over one model file, each writing one answer at a time.
+
+    llama.cpp memory-maps the weights, so a second context costs its KV cache and buffers (~130 MB
+    for the 0.5B model, proportional set size), not a second copy of the model; saved states are shared. On 2 cores two
+    answers written at once took 1.4x the time of one, so users waiting behind each other wait less.
+    """
+
+    def __init__(self, members: list[LlamaCppLLM]) -> None:
+        self.members = members
+        self.name = members[0].name
+        self.template = members[0].template
+        self.prefix_cache = members[0].prefix_cache
+        self.usage: dict[str, int] = {}
+        self._free: queue.Queue[LlamaCppLLM] = queue.Queue()
+        for member in members:
+            self._free.put(member)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.members[0].tokenize(text)
+
+    def prefill(self, messages: list[Message]) -> bool:
+        """Save a prompt start's state through a free context (see :meth:`LlamaCppLLM.prefill`)."""
+        member = self._free.get()
+        try:
+            return member.prefill(messages)
+        finally:
+            self._free.put(member)
+
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float,
+               usage: dict[str, int] | None = None) -> Iterator[str]:
+        """Stream a reply from the first free context (waiting for one when all are writing)."""
+        member = self._free.get()
+        try:
+            self.usage = usage if usage is not None else {}
+            yield from member.stream(messages, max_tokens=max_tokens, temperature=temperature, usage=self.usage)
+        finally:
+            self._free.put(member)
+
+
 class OpenAICompatibleLLM:
     """Any server speaking the OpenAI chat API (vLLM, Ollama, llama.cpp server, OpenAI)."""
 
@@ -269,5 +310,6 @@ def make_llm(settings: Settings) -> LLM:
         stat = path.stat()
         namespace = hashlib.sha1(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{llama_cpp.__version__}".encode())
         cache = PrefixCache(settings.cache_dir / "kv" / namespace.hexdigest()[:16], settings.llm.prefix_cache_mb << 20)
-    return LlamaCppLLM(path, n_threads=settings.llm.threads, n_ctx=settings.llm.n_ctx, prefix_cache=cache,
-                       chat_format=settings.llm.chat_format)
+    members = [LlamaCppLLM(path, n_threads=settings.llm.threads, n_ctx=settings.llm.n_ctx, prefix_cache=cache,
+                           chat_format=settings.llm.chat_format) for _ in range(settings.llm.contexts)]
+    return members[0] if len(members) == 1 else LlamaCppPool(members)

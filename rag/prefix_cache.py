@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,12 +47,13 @@ def _digest(data: bytes) -> str:
 
 
 class PrefixCache:
-    """Model states keyed by the tokens that produced them."""
+    """Model states keyed by the tokens that produced them; several llama.cpp contexts share one."""
 
     def __init__(self, folder: Path | None, max_bytes: int) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
         self._entries: dict[str, _Entry] = {}
+        self._lock = threading.RLock()  # contexts answering at once look up and add states
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             # Files left by a crash between a state and its token list: never counted, so removed.
@@ -82,13 +84,16 @@ class PrefixCache:
     @property
     def size(self) -> int:
         """Bytes of all kept states."""
-        return sum(e.size for e in self._entries.values())
+        with self._lock:
+            return sum(e.size for e in self._entries.values())
 
     def best(self, tokens: Sequence[int]) -> tuple[str, int]:
         """The kept state sharing the longest prefix with ``tokens``: (key, shared tokens); ("", 0) if none."""
         arr = np.asarray(tokens, dtype=np.int32)
         best_key, best_n = "", 0
-        for key, entry in self._entries.items():
+        with self._lock:
+            entries = list(self._entries.items())
+        for key, entry in entries:
             n = shared_prefix(entry.tokens, arr)
             if n > best_n:
                 best_key, best_n = key, n
@@ -96,6 +101,10 @@ class PrefixCache:
 
     def load(self, key: str) -> tuple[np.ndarray, bytes] | None:
         """The tokens and state bytes of an entry, or None when it cannot be read (it is dropped)."""
+        with self._lock:
+            return self._load(key)
+
+    def _load(self, key: str) -> tuple[np.ndarray, bytes] | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -115,6 +124,10 @@ class PrefixCache:
 
     def add(self, tokens: Sequence[int], data: bytes) -> None:
         """Keep a state; the least recently used ones go when the cache is over its size."""
+        with self._lock:
+            self._add(tokens, data)
+
+    def _add(self, tokens: Sequence[int], data: bytes) -> None:
         key = self.key(tokens)
         arr = np.asarray(tokens, dtype=np.int32)
         if self.folder is None:
@@ -148,7 +161,8 @@ class PrefixCache:
 
     def discard(self, key: str) -> None:
         """Forget an entry (and delete its files)."""
-        self._entries.pop(key, None)
-        if self.folder is not None:
-            for suffix in (".tokens.npy", ".state", ".digest"):
-                (self.folder / f"{key}{suffix}").unlink(missing_ok=True)
+        with self._lock:
+            self._entries.pop(key, None)
+            if self.folder is not None:
+                for suffix in (".tokens.npy", ".state", ".digest"):
+                    (self.folder / f"{key}{suffix}").unlink(missing_ok=True)

@@ -76,14 +76,41 @@ def test_a_generation_frees_its_sampler_and_the_model_when_it_ends_or_is_stopped
     """llama-cpp-python leaves each generation's sampler (1.8 MB native) in a reference cycle: the
     soak's memory growth. It is freed at once, also when the reader stops half way (Stop)."""
     llm = engine.llm
+    members = getattr(llm, "members", [llm])  # the contexts of a LlamaCppPool
     messages = [{"role": "user", "content": "Name three colours."}]
     assert "".join(llm.stream(messages, max_tokens=16, temperature=0))
-    assert llm._llm._sampler is None and not llm._lock.locked()
+    assert all(m._llm._sampler is None and not m._lock.locked() for m in members)
     stream = llm.stream(messages, max_tokens=64, temperature=0)
     next(stream)
-    assert llm._llm._sampler is not None and llm._lock.locked()
+    assert sum(m._llm._sampler is not None and m._lock.locked() for m in members) == 1
     stream.close()
-    assert llm._llm._sampler is None and not llm._lock.locked()
+    assert all(m._llm._sampler is None and not m._lock.locked() for m in members)
+
+
+def test_two_contexts_write_two_answers_at_once_as_each_would_alone(engine):
+    """A LlamaCppPool (llm.contexts = 2, the default) answers two questions at the same time;
+    each reply is the one its context gives on its own (greedy decoding, shared saved states)."""
+    import threading
+
+    llm = engine.llm
+    assert len(llm.members) == 2
+    prompts = [[{"role": "user", "content": f"Name three {thing}."}] for thing in ("colours", "fruits")]
+    alone = ["".join(llm.stream(p, max_tokens=24, temperature=0)) for p in prompts]
+    together: list[str] = ["", ""]
+    both_busy = threading.Barrier(2, timeout=60)
+
+    def write(i: int) -> None:
+        stream = llm.stream(prompts[i], max_tokens=24, temperature=0)
+        together[i] = next(stream)
+        both_busy.wait()  # both contexts hold a generation here: neither waits for the other
+        together[i] += "".join(stream)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert together == alone
 
 
 def test_command_line_ask_and_bad_ingest(engine, data_dir, tmp_path):

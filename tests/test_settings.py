@@ -115,8 +115,10 @@ def test_every_field_is_in_a_group_typed_defaulted_and_described():
         for field, info in model.model_fields.items():
             assert info.annotation is not None and info.description and not info.is_required(), f"{group}.{field}"
             targets.add((group, field))
-    # The table of old names covers every field once, and nothing else.
-    assert sorted(OLD_NAMES.values()) == sorted(targets) and set(OLD_SAMPLES) == set(OLD_NAMES)
+    # The table of old names covers every field once, and nothing else; fields added after the
+    # grouping never had a flat name.
+    newer = {("llm", "contexts")}
+    assert sorted(OLD_NAMES.values()) == sorted(targets - newer) and set(OLD_SAMPLES) == set(OLD_NAMES)
 
 
 def test_defaults_and_paths(tmp_path):
