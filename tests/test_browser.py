@@ -5,10 +5,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 
 import pytest
 
-from eval.browser import BOT_MESSAGES, CHROMIUM, WAITING_TEXT, ask, chromium, clear, open_page, running_app
+from eval.browser import (
+    BOT_MESSAGES,
+    CHROMIUM,
+    WAITING_TEXT,
+    ask,
+    chromium,
+    clear,
+    free_port,
+    open_page,
+    running_app,
+    serving,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -147,3 +159,44 @@ def test_papers_tab_lists_searches_and_adds_files(page, tmp_path):
     assert "HostileNet <img src=x" in turn.sources, turn.sources
     assert page.title() == "paperchat"
     assert page.locator("#sources img, #chat img, #paper-list img").count() == 0
+
+
+def test_a_full_queue_says_busy_with_the_count_and_keeps_the_question(browser, tmp_path):
+    """One answer at a time and room for one waiting (PAPERCHAT_UI__CONCURRENCY=1, QUEUE_SIZE=1);
+    the model is a llama.cpp server held with SIGSTOP, so the first answer stays running."""
+    from tests.conftest import llama_server_cmd
+    from tests.test_faults import MODEL_QUESTION
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    env = {"PAPERCHAT_LLM__BASE_URL": url, "PAPERCHAT_LLM__MODEL": "qwen-0.5b", "PAPERCHAT_LLM__TIMEOUT_S": "300",
+           "PAPERCHAT_UI__CONCURRENCY": "1", "PAPERCHAT_UI__QUEUE_SIZE": "1", "PAPERCHAT_LLM__PREFILL_PAPERS": "0"}
+    with serving(llama_server_cmd(port), f"{url}/models", tmp_path / "llama.log", timeout=120) as server, \
+            running_app(tmp_path / "served", env=env) as served:
+        tabs = [open_page(browser, served.url)[0] for _ in range(3)]
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            # The first tab's answer runs (and waits for the stopped model); the second waits in the queue.
+            for tab, question in zip(tabs, [MODEL_QUESTION, "How does CacheBlend reuse KV caches?"]):
+                tab.fill("#question textarea", question)
+                tab.press("#question textarea", "Enter")
+                tab.wait_for_function(f"() => document.querySelector('#chat').innerText.includes({question!r})",
+                                      polling=50, timeout=30_000)
+                tab.wait_for_timeout(1000)  # the answer event reaches the queue after the question shows
+            third = tabs[2]
+            third.fill("#question textarea", "What prefill speed does mllm-NPU reach?")
+            third.press("#question textarea", "Enter")
+            third.wait_for_function("() => document.body.innerText.includes('The page is busy')",
+                                    polling=50, timeout=30_000)
+            assert "busy: 1 question is waiting" in third.inner_text("body")
+            assert third.input_value("#question textarea") == "What prefill speed does mllm-NPU reach?"
+            assert third.locator(BOT_MESSAGES).count() == 0  # no bubble left waiting forever
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        # The model continues: both accepted questions are answered, no restart.
+        for tab in tabs[:2]:
+            tab.wait_for_function("() => document.querySelector('#sources').innerText.includes('complete')",
+                                  polling=100, timeout=300_000)
+        assert "CacheBlend" in tabs[1].inner_text("#sources")
+        for tab in tabs:
+            tab.close()

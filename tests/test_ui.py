@@ -281,15 +281,20 @@ def test_a_full_queue_says_busy_instead_of_waiting_forever(make_engine, monkeypa
 
     engine = make_engine(ui=UISettings(queue_size=2))
     page = build(engine)
-    accept = page_fn(page, "accept")
+    check_room, accept = page_fn(page, "check_room"), page_fn(page, "accept")
     monkeypatch.setattr(app, "queue_length", lambda page: 2)
-    with pytest.raises(gr.Error, match="busy: 2 questions are waiting"):
-        accept(QUESTION, [])
+    notice, ok = check_room(False)
+    assert notice.startswith("The page is busy: 2 questions are waiting") and ok is False
     monkeypatch.setattr(app, "queue_length", lambda page: 1)
+    assert check_room(False) == ("", True)
+    notice, ok = check_room(True)  # this tab's previous answer is still running
+    assert "still being answered" in notice and ok is False
+    # A question not taken ends the chain before accept() (the notice says why)...
+    with pytest.raises(gr.Error):
+        page_fn(page, "stop_unless_room")(False)
+    page_fn(page, "stop_unless_room")(True)
     chat, box, pending, answering = accept(QUESTION, [])
     assert chat[-1]["content"] == WAITING_TEXT and pending == QUESTION and answering is True
-    with pytest.raises(gr.Error, match="still being answered"):  # this tab's previous answer is running
-        accept(QUESTION, chat, True)
-    # The answer only runs after an accepted question (a refused one leaves it alone).
-    answers = [f for f in page.fns.values() if f.name == "answer"]
-    assert answers and all(f.trigger_only_on_success for f in answers)
+    # ... and accept() and the answer only run after the step before succeeded.
+    follow = [f for f in page.fns.values() if f.name in ("accept", "answer")]
+    assert len(follow) == 4 and all(f.trigger_only_on_success for f in follow)

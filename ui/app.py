@@ -40,7 +40,7 @@ EXAMPLES = [
 #: Shown in the answer bubble until the first words arrive.
 WAITING_TEXT = "_Searching the papers…_"
 #: Shown instead of queueing a question when the queue is full (PAPERCHAT_UI__QUEUE_SIZE).
-BUSY_TEXT = ("The page is busy: {waiting} questions are waiting, the most it keeps. Try again in a minute; "
+BUSY_TEXT = ("The page is busy: {waiting} waiting, the most it keeps. Try again in a minute; "
              "your question is still in the box.")
 #: Shown when a question is sent while this conversation's previous answer is still being written.
 STILL_ANSWERING_TEXT = "The previous question is still being answered: wait for it, or press Stop."
@@ -244,6 +244,7 @@ def build(engine: Engine) -> gr.Blocks:
         turns = gr.State([])  # the conversation as the engine sees it
         pending = gr.State("")  # the question between accept() and answer()
         answering = gr.State(False)  # from accept() until answer() finished: still True after Stop
+        room = gr.State(True)  # whether check_room() let the question through
         with gr.Tab("Chat"):
             with gr.Row():
                 with gr.Column(scale=3):
@@ -255,6 +256,7 @@ def build(engine: Engine) -> gr.Blocks:
                                          max_length=engine.settings.answer.max_question_chars)
                         ask = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="ask")
                         stop = gr.Button("Stop", variant="stop", scale=1, min_width=80, elem_id="stop")
+                    notice = gr.Markdown(elem_id="notice")  # why a question was not taken (busy)
                     with gr.Row():
                         gr.Examples(EXAMPLES, inputs=box, label="Try")
                         clear = gr.Button("Clear conversation", size="sm", scale=0, elem_id="clear")
@@ -275,15 +277,26 @@ def build(engine: Engine) -> gr.Blocks:
             add = gr.Button("Add to the collection", elem_id="add")
             status = gr.Markdown(elem_id="ingest-status")
 
-        def accept(message: str, chat: list[dict[str, Any]], busy: bool = False) -> tuple[Any, ...]:
-            # Not queued: the question shows at once, also while it waits for another user's answer
-            # (the bubble then shows its place in the queue). A full queue would refuse the answer
-            # and leave the bubble waiting forever: say so here, and keep the question in the box.
-            if busy:  # two answers streaming into one conversation would overwrite each other
-                raise gr.Error(STILL_ANSWERING_TEXT, title="Still answering")
+        def check_room(busy: bool) -> tuple[str, bool]:
+            # A full queue would refuse the answer and leave its bubble waiting forever, and two
+            # answers streaming into one conversation would overwrite each other: such a question
+            # is not taken, and stays in the box. The reason is written on the page: Gradio shows
+            # an error raised by an unqueued event as a bare "Error" badge, without its text.
+            if busy:
+                return STILL_ANSWERING_TEXT, False
             waiting = queue_length(page)
             if waiting is not None and waiting >= engine.settings.ui.queue_size:
-                raise gr.Error(BUSY_TEXT.format(waiting=waiting), title="Busy")
+                count = "1 question is" if waiting == 1 else f"{waiting} questions are"
+                return BUSY_TEXT.format(waiting=count), False
+            return "", True
+
+        def stop_unless_room(ok: bool) -> None:
+            if not ok:  # ends the chain before accept(); check_room() said why
+                raise gr.Error("no room for the question", visible=False)
+
+        def accept(message: str, chat: list[dict[str, Any]]) -> tuple[Any, ...]:
+            # Not queued: the question shows at once, also while it waits for another user's answer
+            # (the bubble then shows its place in the queue).
             shown = [*(chat or []), {"role": "user", "content": escape(message)},
                      {"role": "assistant", "content": WAITING_TEXT}]
             return shown, "", message, True
@@ -309,8 +322,9 @@ def build(engine: Engine) -> gr.Blocks:
 
         answers: list[Any] = []
         for trigger in (box.submit, ask.click):
-            answered = trigger(accept, [box, chatbot, answering], [chatbot, box, pending, answering],
-                               queue=False).success(
+            answered = trigger(check_room, answering, [notice, room], queue=False).then(
+                stop_unless_room, room, None, queue=False).success(
+                accept, [box, chatbot], [chatbot, box, pending, answering], queue=False).success(
                 answer, [pending, turns, chatbot], [chatbot, sources, turns, answering],
                 concurrency_id=ANSWER_SLOT, concurrency_limit=engine.settings.ui.concurrency)
             answered.then(after_answer, [chatbot, answering], [chatbot, answering], queue=False)
