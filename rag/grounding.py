@@ -83,8 +83,8 @@ def asked_terms(question: str, subject: str = "") -> frozenset[str]:
 
 def holds_asked(asked: frozenset[str], sentence: str, wants: str = "other", title: str = "") -> bool:
     """Whether a sentence holds any of the asked terms that are not its paper's title words (True
-    when none are left); for a figure question, within FIGURE_WINDOW words of a figure ("acceptance
-    rate, block efficiency and up to 3x speedup" gives no acceptance rate; ASKED_WINDOW). Stems that extend each
+    when none are left); for a figure question, within ASKED_WINDOW words of a figure ("acceptance
+    rate, block efficiency and up to 3x speedup" gives no acceptance rate). Stems that extend each
     other match: "gpus" and "gpu", "param" and "paramet"."""
     asked = asked - content_terms(title)
     if not asked:

@@ -179,8 +179,9 @@ class LlamaCppPool:
     """Several :class:`LlamaCppLLM` contexts over one model file, each writing one answer at a time.
 
     llama.cpp memory-maps the weights, so a second context costs its KV cache and buffers (~130 MB
-    for the 0.5B model, proportional set size), not a second copy of the model; saved states are shared. On 2 cores two
-    answers written at once took 1.4x the time of one, so users waiting behind each other wait less.
+    of proportional set size for the 0.5B model), not a second copy of the model; saved states are
+    shared. On 2 cores two answers written at once took 1.4x the time of one, so users waiting
+    behind each other wait less.
     """
 
     def __init__(self, members: list[LlamaCppLLM]) -> None:
