@@ -10,6 +10,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -187,33 +188,31 @@ class LlamaCppPool:
     def __init__(self, members: list[LlamaCppLLM]) -> None:
         self.members = members
         self.name = members[0].name
-        self.template = members[0].template
-        self.prefix_cache = members[0].prefix_cache
         self.usage: dict[str, int] = {}
         self._free: queue.Queue[LlamaCppLLM] = queue.Queue()
         for member in members:
             self._free.put(member)
 
-    def tokenize(self, text: str) -> list[int]:
-        return self.members[0].tokenize(text)
+    @contextmanager
+    def _member(self) -> Iterator[LlamaCppLLM]:
+        """The first free context (waiting for one when all are busy), given back afterwards."""
+        member = self._free.get()
+        try:
+            yield member
+        finally:
+            self._free.put(member)
 
     def prefill(self, messages: list[Message]) -> bool:
         """Save a prompt start's state through a free context (see :meth:`LlamaCppLLM.prefill`)."""
-        member = self._free.get()
-        try:
+        with self._member() as member:
             return member.prefill(messages)
-        finally:
-            self._free.put(member)
 
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float,
                usage: dict[str, int] | None = None) -> Iterator[str]:
-        """Stream a reply from the first free context (waiting for one when all are writing)."""
-        member = self._free.get()
-        try:
+        """Stream a reply from the first free context."""
+        with self._member() as member:
             self.usage = usage if usage is not None else {}
             yield from member.stream(messages, max_tokens=max_tokens, temperature=temperature, usage=self.usage)
-        finally:
-            self._free.put(member)
 
 
 class OpenAICompatibleLLM:
