@@ -115,7 +115,7 @@ class Engine(LlamaIndexViews):
         self._llm, self._llm_lock = llm, threading.Lock()
         self.generator = Generator(settings, lambda: self.llm)
         self.gate = RelevanceGate(settings, self.retriever)
-        self.translator = Translator(self.generator)
+        self.translator = Translator(self.generator, self.retriever)
         self.followups = FollowUps(settings, self.retriever, self.gate, self.generator, self.translator)
         self.evidence = Evidence(settings, embed_model, self.retriever)
         self.written = WrittenAnswers(self.evidence, self.retriever)

@@ -12,7 +12,7 @@ from . import grounding, prompts
 from .corpus import clean_text
 from .gate import RelevanceGate
 from .generate import Generator, condense_start, translate_messages
-from .intent import intent, language, spell_out
+from .intent import function_word, intent, language, spell_out
 from .llm import LLMError, Message
 from .retrieve import Hit, HybridRetriever
 from .settings import Settings
@@ -51,8 +51,9 @@ class Turn:
 class Translator:
     """Questions in other languages, translated by the model for retrieval and the checks."""
 
-    def __init__(self, generator: Generator) -> None:
+    def __init__(self, generator: Generator, retriever: HybridRetriever | None = None) -> None:
         self.generator = generator
+        self.retriever = retriever  # its vocabulary tells a paper's own words from the language's
         self._translations: dict[str, str] = {}
         self._lock = threading.Lock()  # the page's users share one engine
 
@@ -82,14 +83,26 @@ class Translator:
         for name in name_forms(found):  # one the original does not hold was made up
             if not mentions(name, original):
                 found = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", " ", found)
-        # A name the translation lost would lose the paper: keep every name of the original.
-        lost = [n for n in name_forms(question) if n.casefold() not in found.casefold()]
-        found = clean_text(" ".join([found, *lost]))
+        # A name the translation lost would lose the paper: keep every name of the original, and
+        # every word the collection uses in only a few chunks, which is how a name typed in lower
+        # case looks ("minference", "prodiff"); the language's own words are not in its vocabulary,
+        # and those that are ("plus") are function words.
+        kept = {n.casefold(): n for n in [*name_forms(question), *self._rare_words(question)]}
+        found = clean_text(" ".join([found, *(n for key, n in kept.items() if key not in found.casefold())]))
         with self._lock:
             self._translations[question] = found
             if len(self._translations) > TRANSLATION_CACHE_SIZE:
                 self._translations.pop(next(iter(self._translations)), None)
         return found
+
+    def _rare_words(self, question: str) -> list[str]:
+        """The question's words that the collection uses, but in few chunks (see KeywordIndex.common)."""
+        if self.retriever is None:
+            return []
+        index = self.retriever.keyword_index()
+        # Latin-script words only: Chinese or Japanese text has no spaces between its words.
+        words = re.findall(r"[A-Za-z\u00c0-\u024f][\w-]{3,}", re.sub(r"[^\w\s-]|[^\x00-\u024f]", " ", question))
+        return [w for w in words if not function_word(w) and index.known(w) and not index.common(w)]
 
 
 class FollowUps:

@@ -34,6 +34,11 @@ _FUNCTION_WORDS = {
 _WORDS = {lang: set(words.split()) for lang, words in _FUNCTION_WORDS.items()}
 
 
+def function_word(word: str) -> bool:
+    """Whether a word is a function word of one of the languages :func:`language` knows ("plus", "que")."""
+    return any(word.casefold() in words for words in _WORDS.values())
+
+
 def language(text: str) -> str:
     """An ISO code for the question's language: "en", "de", "fr", "es", "pt", "it", "zh", "ja",
     "ko", "ru", "ar" or "other" (another script)."""
