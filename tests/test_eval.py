@@ -140,6 +140,8 @@ def test_scale_bench_runs_and_reports_its_figures(tmp_path):
 # ----- chat-style questions (eval/chat.py) ------------------------------------------------------
 #: The test split is frozen: nothing is tuned on it, and this hash changes if a row does.
 TEST_SPLIT_SHA256 = "96cec046fda4523e5b30c8af3d48d3b9b73c455cae92f09c8ea8fbf827db2ea0"
+#: The same for the fresh split (written later, by another helper, run before and after one change set).
+FRESH_SPLIT_SHA256 = "0ab8ebb2925894a5923ef930341d93ed52482ac1cbce2df23a197b049ff817e0"
 
 
 def test_chat_question_set_is_valid_split_and_frozen():
@@ -153,8 +155,11 @@ def test_chat_question_set_is_valid_split_and_frozen():
     for style in STYLES:  # every style on both sides, split about in half
         assert counts[style, "dev"] >= 8 and abs(counts[style, "dev"] - counts[style, "test"]) <= 2, style
     assert len({r["lang"] for r in rows if r["style"] == "non-english"}) >= 4
-    test = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows if r["split"] == "test"]
-    assert hashlib.sha256("\n".join(test).encode()).hexdigest() == TEST_SPLIT_SHA256
+    for split, digest in (("test", TEST_SPLIT_SHA256), ("fresh", FRESH_SPLIT_SHA256)):
+        frozen = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows if r["split"] == split]
+        assert hashlib.sha256("\n".join(frozen).encode()).hexdigest() == digest, split
+    fresh = Counter(r["style"] for r in rows if r["split"] == "fresh")
+    assert all(fresh[style] >= 8 for style in STYLES), fresh
 
 
 def test_chat_scores_report_both_splits_and_the_gap(make_engine):
@@ -175,3 +180,5 @@ def test_chat_scores_report_both_splits_and_the_gap(make_engine):
     line = next(x for x in md.splitlines() if x.startswith("| all (2/2)"))
     assert line.split(" | ")[-3] == f"{good['key_facts'] - 0.0:+.2f}"  # key facts gap, dev - test
     assert "| answered | ≥ 0.90 | 1.00 | yes |" in md
+    fresh = markdown({"model": "fake", "splits": {"fresh": test}})
+    assert "| target (fresh split) |" in fresh and "| all (2) |" in fresh and "gap" not in fresh
