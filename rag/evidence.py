@@ -122,7 +122,7 @@ class Evidence:
         out: list[tuple[float, Scored, Hit]] = []
         for rank, hit in enumerate(hits):
             sentences, vectors = self.sentences(hit)
-            focus = grounding.focus_terms(aim, f"{hit.title} {others}", asked)
+            focus = grounding.focus_terms(aim, f"{hit.title} {others}", asked, wants)
             sims = vectors @ query
             for sentence, sim in zip(sentences, sims):
                 scored = Scored(sentence, grounding.coverage(focus, sentence, weights), float(sim),

@@ -19,6 +19,9 @@ LAZY = "LazyLLM accelerates the prefilling stage of LLama 2 7B by 2.34x while ma
 
 def test_figures_are_read_alike():
     assert figures("1,000 tokens/sec and 2.34x") == {"1000", "2.34"}
+    # The items of an enumeration are not figures: "two stages: 1) prefilling, 2) decoding" answers no "how much".
+    assert figures("two stages: 1) a prefilling stage and 2) a decoding stage") == set()
+    assert figures("(1) we prune by 2.3x (Table 2)") == {"2.3"} and figures("1)") == set()
 
 
 def test_an_echo_of_the_question_is_not_an_answer():
@@ -42,10 +45,25 @@ def test_a_figure_answers_only_when_its_clause_is_about_what_was_asked():
     assert figure_coverage(focus, "LazyLLM prunes tokens during decoding.", None) == 0.0  # no figure
 
 
+def test_the_words_for_a_figures_kind_are_not_what_a_figure_question_asks():
+    # "cut" says the figure is a reduction; the abstract says "reduces": only memory and
+    # inference say what the figure is about.
+    question = "how much does SLoPe cut memory at inference?"
+    sentence = "SLoPe reduces memory usage at inference by up to 0.77x."
+    focus = focus_terms(question, "SLoPe", wants="figure")
+    assert focus == focus_terms("memory inference")
+    assert figure_coverage(focus, sentence, None) == 1.0
+    assert figure_coverage(focus_terms(question, "SLoPe"), sentence, None) < 1.0  # "cut" is not in it
+    assert figure_coverage(focus, "SLoPe speeds up training by 1.14x.", None) == 0.0
+
+
 def test_answers_strict_when_the_paper_is_named_lenient_when_described():
     near = Scored(LAZY, coverage=0.5, similarity=0.6, has_figure=True, figure_coverage=0.2)
     assert not answers(near, "figure", anchored=True)  # named paper, asked detail absent: a near miss
     assert answers(near, "figure", anchored=False)  # a described paper: its figure sentence answers
+    # ... unless the sentence shares neither words nor meaning with the question (another paper's).
+    unrelated = Scored("We examine 80 pruning schedules.", coverage=0.0, similarity=0.3, has_figure=True)
+    assert not answers(unrelated, "figure", anchored=False)
     no_figure = Scored("LazyLLM prunes tokens.", 1.0, 0.9, has_figure=False)
     assert not answers(no_figure, "figure", anchored=False) and answers(no_figure, "other")
 
