@@ -14,9 +14,9 @@ from .gate import RelevanceGate
 from .generate import Generator, condense_start, translate_messages
 from .intent import function_word, intent, language, spell_out
 from .llm import LLMError, Message
-from .retrieve import Hit, HybridRetriever
+from .retrieve import Hit, HybridRetriever, KeywordIndex
 from .settings import Settings
-from .text import mentions, name_forms, question_names, short_name, word_grams
+from .text import content_terms, mentions, name_forms, question_names, short_name, word_grams
 from .tuning import ELLIPSIS_TERMS
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,14 @@ class Turn:
     focus_question: str = ""  # whose words say what is asked (an ellipsis borrows the previous one's)
     wants: str = "other"
     kind: str = "fact"  # "fact", "list" or "compare" (see intent.intent)
+
+
+def rare_words(text: str, index: KeywordIndex) -> list[str]:
+    """The words of ``text`` that the collection uses in few chunks (:meth:`KeywordIndex.rare`), not
+    counting the function words of the languages :func:`intent.language` knows ("plus")."""
+    # Latin-script words only: Chinese or Japanese text has no spaces between its words.
+    words = re.findall(r"[A-Za-z\u00c0-\u024f][\w-]{3,}", re.sub(r"[^\w\s-]|[^\x00-\u024f]", " ", text))
+    return [w for w in words if not function_word(w) and index.rare(w)]
 
 
 class Translator:
@@ -96,13 +104,10 @@ class Translator:
         return found
 
     def _rare_words(self, question: str) -> list[str]:
-        """The question's words that the collection uses, but in few chunks (see KeywordIndex.common)."""
+        """The question's words that the collection uses, but in few chunks (KeywordIndex.rare)."""
         if self.retriever is None:
             return []
-        index = self.retriever.keyword_index()
-        # Latin-script words only: Chinese or Japanese text has no spaces between its words.
-        words = re.findall(r"[A-Za-z\u00c0-\u024f][\w-]{3,}", re.sub(r"[^\w\s-]|[^\x00-\u024f]", " ", question))
-        return [w for w in words if not function_word(w) and index.known(w) and not index.common(w)]
+        return rare_words(question, self.retriever.keyword_index())
 
 
 class FollowUps:
@@ -158,10 +163,21 @@ class FollowUps:
             hits = previous.subject + [h for h in hits if h.paper_id not in ids]
             elliptic = len(focus) <= ELLIPSIS_TERMS and not REFERS_BACK.search(question)
             wants = previous.wants if wanted.wants == "other" and elliptic else wanted.wants
-            aim = f"{question} {previous.focus_question}" if elliptic else question
+            # An ellipsis with a word of its own ("storage?", "and for decoding?") asks about that,
+            # in the previous question's kind (a figure); one that only names something ("on
+            # llama-70b?", "and jrt-rnn?") asks the previous question again about it.
+            aim = f"{question} {previous.focus_question}" if elliptic and not self._own_aspect(question) else question
             return Turn(question, previous.subject, hits, True, aim, wants)
         subject = named or hits[:1]
         return Turn(question, subject, hits, False, question, wanted.wants, wanted.kind)
+
+    def _own_aspect(self, question: str) -> bool:
+        """Whether a fragment has a content word that is not a name: not a name by its form, nor
+        a word the collection uses in few chunks (a name typed in lower case), nor a number, nor
+        a word for a figure's kind ("and the speedup?" asks the previous question's topic)."""
+        names = content_terms(" ".join(question_names(question) + rare_words(question, self.retriever.keyword_index())))
+        own = content_terms(question) - names - grounding.GENERIC - grounding.FIGURE_KIND
+        return any(not t.isdigit() for t in own)
 
     def standalone(self, turn: Turn, history: list[Message], paper: Hit) -> str:
         """The question as the model is asked it: a follow-up that refers back is rewritten

@@ -227,6 +227,11 @@ class KeywordIndex:
         # At least COMMON_DF chunks, and at least a thousandth of them in a big collection.
         return int(indptr[i + 1] - indptr[i]) >= max(COMMON_DF, len(self.ids) // 1000)
 
+    def rare(self, word: str) -> bool:
+        """Whether the collection uses ``word``, in few chunks: how a paper's name typed in lower
+        case looks ("minference", "jrt-rnn"), unlike an ordinary word ("decoding")."""
+        return self.known(word) and not self.common(word)
+
     def correct(self, query: str) -> str:
         """The query with a close in-vocabulary spelling added after each word the collection
         never uses ("thruput" -> "throughput", "cachblend" -> "cacheblend"); a typo otherwise

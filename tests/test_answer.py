@@ -136,6 +136,17 @@ def test_unresolved_follow_up_searches_with_the_previous_question(make_engine):
     assert not answer.abstained
 
 
+def test_an_ellipsis_asks_its_own_word_in_the_previous_kind_else_the_previous_question(make_engine):
+    engine = make_engine()
+    previous = engine.followups.turn("How much faster is mllm-NPU prefill than the baselines?", None)
+    memory = engine.followups.turn("memory?", previous)  # its own aspect, a figure as before
+    assert memory.followup and memory.focus_question == "memory?" and memory.wants == "figure"
+    assert memory.subject[0].title == previous.subject[0].title
+    # A fragment with no word of its own (a figure, a word of GENERIC) asks the previous question again.
+    again = engine.followups.turn("and the numbers?", previous)
+    assert again.followup and previous.focus_question in again.focus_question
+
+
 @pytest.mark.parametrize("question", ["", "   \n\t ", "\x00\x01"])
 def test_empty_questions_are_refused(make_engine, question):
     with pytest.raises(QuestionError, match="empty"):
