@@ -14,14 +14,7 @@ from dataclasses import dataclass
 
 from .citations import TermWeights, support
 from .text import NAME, content_terms
-from .tuning import (
-    ANCHORED_COVERAGE,
-    ASKED_MAX_WORDS,
-    ASKED_WINDOW,
-    ECHO_NEW_TERMS,
-    FIGURE_BONUS,
-    FIGURE_WINDOW,
-)
+from .tuning import ANCHORED_COVERAGE, ASKED_MAX_WORDS, ASKED_WINDOW, ECHO_NEW_TERMS, FIGURE_BONUS, FIGURE_WINDOW
 
 # Words that say what kind of thing is asked about, not which one: they are in almost every
 # question and abstract of a paper collection and carry no focus.
@@ -53,8 +46,6 @@ def figures(text: str) -> set[str]:
     enumeration are not figures."""
     text = _ENUMERATOR.sub(" ", _LATEX_BEFORE_NUMBER.sub(" ", _MARKERS.sub(" ", text)))
     return {n.replace(",", "") for n in _NUMBER.findall(text)}
-
-
 
 
 # Where the thing asked about starts: after "what / which / how many / how much" and an optional
