@@ -142,7 +142,7 @@ def test_an_ellipsis_asks_its_own_word_in_the_previous_kind_else_the_previous_qu
     memory = engine.followups.turn("memory?", previous)  # its own aspect, a figure as before
     assert memory.followup and memory.focus_question == "memory?" and memory.wants == "figure"
     assert memory.subject[0].title == previous.subject[0].title
-    # A fragment with no word of its own (a figure, a word of GENERIC) asks the previous question again.
+    # A fragment with no word of its own (here only a word for a figure's kind) asks the previous question again.
     again = engine.followups.turn("and the numbers?", previous)
     assert again.followup and previous.focus_question in again.focus_question
 

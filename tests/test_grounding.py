@@ -12,6 +12,7 @@ from rag.grounding import (
     focus_terms,
     holds_asked,
     is_echo,
+    set_aside,
 )
 
 LAZY = "LazyLLM accelerates the prefilling stage of LLama 2 7B by 2.34x while maintaining accuracy."
@@ -55,6 +56,15 @@ def test_the_words_for_a_figures_kind_are_not_what_a_figure_question_asks():
     assert figure_coverage(focus, sentence, None) == 1.0
     assert figure_coverage(focus_terms(question, "SLoPe"), sentence, None) < 1.0  # "cut" is not in it
     assert figure_coverage(focus, "SLoPe speeds up training by 1.14x.", None) == 0.0
+
+
+def test_what_a_question_sets_aside_is_not_what_it_asks():
+    question = "how much does LazyLLM speed up the decoding stage, not the prefill?"
+    assert set_aside(question) == focus_terms("prefill")
+    assert "prefil" not in focus_terms(question, "LazyLLM", wants="figure")
+    assert set_aside("what does it use rather than full fine-tuning?") == focus_terms("full fine-tuning")
+    # A plain negation is part of the question: "does it not need retraining?" asks about retraining.
+    assert set_aside("does it not need retraining?") == frozenset()
 
 
 def test_answers_strict_when_the_paper_is_named_lenient_when_described():
