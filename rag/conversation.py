@@ -59,7 +59,7 @@ def rare_words(text: str, index: KeywordIndex) -> list[str]:
 class Translator:
     """Questions in other languages, translated by the model for retrieval and the checks."""
 
-    def __init__(self, generator: Generator, retriever: HybridRetriever | None = None) -> None:
+    def __init__(self, generator: Generator, retriever: HybridRetriever) -> None:
         self.generator = generator
         self.retriever = retriever  # its vocabulary tells a paper's own words from the language's
         self._translations: dict[str, str] = {}
@@ -95,19 +95,13 @@ class Translator:
         # every word the collection uses in only a few chunks, which is how a name typed in lower
         # case looks ("minference", "prodiff"); the language's own words are not in its vocabulary,
         # and those that are ("plus") are function words.
-        kept = {n.casefold(): n for n in [*name_forms(question), *self._rare_words(question)]}
+        kept = {n.casefold(): n for n in [*name_forms(question), *rare_words(question, self.retriever.keyword_index())]}
         found = clean_text(" ".join([found, *(n for key, n in kept.items() if key not in found.casefold())]))
         with self._lock:
             self._translations[question] = found
             if len(self._translations) > TRANSLATION_CACHE_SIZE:
                 self._translations.pop(next(iter(self._translations)), None)
         return found
-
-    def _rare_words(self, question: str) -> list[str]:
-        """The question's words that the collection uses, but in few chunks (KeywordIndex.rare)."""
-        if self.retriever is None:
-            return []
-        return rare_words(question, self.retriever.keyword_index())
 
 
 class FollowUps:
