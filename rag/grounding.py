@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 from .citations import TermWeights, support
 from .text import NAME, content_terms
-from .tuning import ANCHORED_COVERAGE, ASKED_MAX_WORDS, ASKED_WINDOW, ECHO_NEW_TERMS, FIGURE_BONUS, FIGURE_WINDOW
+from .tuning import (
+    ANCHORED_COVERAGE,
+    ASKED_MAX_WORDS,
+    ASKED_WINDOW,
+    ECHO_NEW_TERMS,
+    FIGURE_BONUS,
+    FIGURE_WINDOW,
+    UNANCHORED_MIN_SCORE,
+)
 
 # Words that say what kind of thing is asked about, not which one: they are in almost every
 # question and abstract of a paper collection and carry no focus.
@@ -181,10 +189,11 @@ class Scored:
 def answers(sentence: Scored, wants: str, anchored: bool = True) -> bool:
     """Whether a sentence answers the question: for a figure question it states one; when the
     question names its paper, it holds what was asked. A question that only describes its paper
-    spends its words on the description, so any sentence with the right kind of content answers."""
+    spends its words on the description, so a sentence with the right kind of content answers if
+    it is about the question at all (its word coverage and similarity add to UNANCHORED_MIN_SCORE)."""
     if wants == "figure" and not sentence.has_figure:
         return False
     if not anchored:
-        return True
+        return sentence.coverage + sentence.similarity >= UNANCHORED_MIN_SCORE
     held = sentence.figure_coverage if wants == "figure" else sentence.coverage
     return held >= ANCHORED_COVERAGE

@@ -78,7 +78,7 @@ class Planner:
             return Plan("retrieval")
         asked = grounding.asked_terms(turn.focus_question, " ".join(h.title for h in turn.subject))
         # A translation's words are the 0.5B model's paraphrase ("delay" for latency), not the
-        # user's: a translated question is held to what a described one is (dev split).
+        # user's: a translated question is held to meaning, as a described one is (dev split).
         answering = [(sc, h) for sc, h in ranked
                      if grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")
                      and grounding.holds_asked(asked, sc.text, turn.wants, h.title)]
