@@ -13,8 +13,8 @@ engine is chosen on the test split: this module writes its per-question results 
 tuning can only look at dev; test is reported as aggregates.
 
 The "fresh" split (152 questions, F-*) was written on 2026-11-27 by another helper that saw only
-the abstracts, after every earlier change: it was run once on the code before that session's
-changes and once after, aggregates only, and nobody has read its questions.
+the abstracts, after every earlier change. It has been run three times, aggregates only, each run
+listed in eval/CHANGELOG.md; nobody has read its questions.
 """
 
 from __future__ import annotations
