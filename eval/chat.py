@@ -4,6 +4,7 @@
     paperchat eval --chat --split test     # the test split: aggregates only
     paperchat eval --chat --split both     # both, side by side, with the gap
     paperchat eval --chat --split fresh    # a second frozen split, written later: aggregates only
+    paperchat eval --chat --split fresh2   # a third, written later still: aggregates only
 
 `eval/questions-chat.jsonl` was written by helpers who saw the abstracts but not the engine's code
 (casual shorthand with typos, described ideas, lists, comparisons, follow-ups with pronouns and
@@ -15,6 +16,11 @@ tuning can only look at dev; test is reported as aggregates.
 The "fresh" split (152 questions, F-*) was written on 2026-11-27 by another helper that saw only
 the abstracts, after every earlier change. It has been run three times, aggregates only, each run
 listed in eval/CHANGELOG.md; nobody has read its questions.
+
+Later the same day (session 9) two more helpers, each seeing only the abstracts, wrote 80 more dev
+questions (D-*: described, near-miss and casual, the styles the dev split was thinnest on for the
+choices being made) and the "fresh2" split (150 questions, G-*, all nine styles). fresh2 is run
+only on code whose choices are already made on dev, aggregates only; nobody has read it.
 """
 
 from __future__ import annotations
@@ -39,9 +45,9 @@ CHAT_QUESTIONS = HERE / "questions-chat.jsonl"
 STYLES = ("casual", "described", "list", "compare", "followup-pronoun", "followup-ellipsis", "non-english",
           "near-miss", "absent")
 UNANSWERABLE_STYLES = {"near-miss", "absent"}
-SPLITS = ("dev", "test", "fresh")
+SPLITS = ("dev", "test", "fresh", "fresh2")
 #: Splits reported as aggregates only: nothing is chosen on them.
-FROZEN = ("test", "fresh")
+FROZEN = ("test", "fresh", "fresh2")
 
 #: Issue 13's bar, on the test split.
 TARGETS = {"answered": 0.90, "abstained": 0.85, "key_facts": 0.75, "key_facts_min_style": 0.60,
@@ -185,7 +191,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="paperchat eval --chat", description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("dev", "test", "both", "fresh"), default="dev")
+    parser.add_argument("--split", choices=("dev", "test", "both", "fresh", "fresh2"), default="dev")
     parser.add_argument("--styles", help="comma-separated styles to run (default: all)")
     parser.add_argument("--limit", type=int, help="at most N questions per split (dev tuning runs)")
     parser.add_argument("--questions", type=Path, default=CHAT_QUESTIONS)
