@@ -15,7 +15,7 @@ from .citations import Source, support
 from .grounding import Scored
 from .retrieve import Hit, HybridRetriever
 from .settings import Settings
-from .text import NAME, content_terms, names_in, split_sentences
+from .text import NAME, content_terms, names_in, own_names, split_sentences
 from .tuning import RANK_PENALTY, SENTENCE_SUPPORT_WEIGHT, SOURCE_SCORE_RATIO
 
 if TYPE_CHECKING:
@@ -119,14 +119,20 @@ class Evidence:
         # A misspelt word ("thruput", "cachblend") is read as the collection spells it, before the
         # paper's own name is taken out of what is asked.
         asked = frozenset(weights.correct_terms(content_terms(aim)))
+        excluded = grounding.set_aside(aim)
         out: list[tuple[float, Scored, Hit]] = []
         for rank, hit in enumerate(hits):
             sentences, vectors = self.sentences(hit)
-            focus = grounding.focus_terms(aim, f"{hit.title} {others}", asked, wants)
+            names = " ".join(own_names(hit.title, hit.text))
+            focus = grounding.focus_terms(aim, f"{hit.title} {names} {others}", asked, wants)
+            # A figure answers when the words around it are the asked words its paper uses: a
+            # word the paper never uses (the user's own, "e2e", "hardware") cannot sit beside it.
+            held = focus & content_terms(f"{hit.title} {hit.text}")
             sims = vectors @ query
             for sentence, sim in zip(sentences, sims):
                 scored = Scored(sentence, grounding.coverage(focus, sentence, weights), float(sim),
-                                bool(grounding.figures(sentence)), grounding.figure_coverage(focus, sentence, weights))
+                                bool(grounding.figures(sentence)),
+                                grounding.figure_coverage(held, sentence, weights, excluded))
                 out.append((scored.score(wants) - RANK_PENALTY * rank, scored, hit))
         out.sort(key=lambda x: -x[0])
         return [(scored, hit) for _, scored, hit in out]

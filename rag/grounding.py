@@ -136,11 +136,15 @@ def coverage(focus: frozenset[str], sentence: str, weights: TermWeights | None) 
     return support(focus, sentence, weights) if focus else 1.0
 
 
-def figure_coverage(focus: frozenset[str], sentence: str, weights: TermWeights | None) -> float:
+def figure_coverage(focus: frozenset[str], sentence: str, weights: TermWeights | None,
+                    excluded: frozenset[str] = frozenset()) -> float:
     """The best coverage of the focus terms by the words around one figure of the sentence: a
     figure answers "how much faster at decoding" only if the words near it are about decoding
-    ("2.34x for prefilling" is not). 0.0 for a sentence without figures."""
-    return max((coverage(focus, window, weights) for window in figure_windows(sentence)), default=0.0)
+    ("2.34x for prefilling" is not). A figure next to what the question sets aside
+    (``excluded``: "decoding, not the prefill") is a figure of that, and covers nothing. 0.0 for
+    a sentence without figures."""
+    return max((coverage(focus, window, weights) for window in figure_windows(sentence)
+                if not excluded & content_terms(window)), default=0.0)
 
 
 def figure_windows(sentence: str, window: int = FIGURE_WINDOW) -> list[str]:
@@ -177,7 +181,8 @@ class Scored:
     coverage: float  # share of the question's focus terms it holds
     similarity: float  # dense cosine similarity to the question
     has_figure: bool
-    figure_coverage: float = 0.0  # the same, within the clause of its best figure
+    #: Share of the focus terms its paper uses that the words around its best figure hold.
+    figure_coverage: float = 0.0
 
     def score(self, wants: str) -> float:
         # Word coverage is the sharper signal, the dense side rescues paraphrases; a figure

@@ -78,7 +78,8 @@ _FIGURE = re.compile(
     r"\b(how (much|many|fast|large|big|long|small|far|often|well)|by what (factor|margin)|what (percentage|fraction|"
     r"share|ratio|factor)|numbers?|figures?|speed[- ]?ups?|faster|slower|thr?o?u?ghput|thruput|latency|ttft|tbt|"
     r"tokens?/s|tok/s|tokens per second|memory|savings?|saves?|reduc\w*|improv\w*|gains?|accuracy|perplexity|rate|"
-    r"ratio|percent|x|times|energy|cost|size|length|context|params?|parameters|budget|overhead|compression)\b|%",
+    r"ratio|percent|x|times|energy|cost|size|length|context|params?|parameters|budget|overhead|compression|"
+    r"scores?)\b|%",
     re.I)
 # An explicit request for a quantity, which wins over "which system ...".
 _QUANTITY = re.compile(r"\bhow (much|many|fast|large|big|long|small)\b|\bby (how much|what factor)\b|"

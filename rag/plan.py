@@ -11,6 +11,7 @@ from .evidence import Evidence
 from .gate import RelevanceGate
 from .grounding import Scored
 from .retrieve import Hit, HybridRetriever
+from .text import own_names
 from .tuning import LIST_CANDIDATES
 from .written import Written, WrittenAnswers
 
@@ -76,12 +77,13 @@ class Planner:
         ranked = self.evidence.rank_sentences(turn.focus_question, candidates, turn.wants)
         if not ranked:
             return Plan("retrieval")
-        asked = grounding.asked_terms(turn.focus_question, " ".join(h.title for h in turn.subject))
+        names = " ".join(n for h in turn.subject for n in own_names(h.title, h.text))
+        asked = grounding.asked_terms(turn.focus_question, names)
         # A translation's words are the 0.5B model's paraphrase ("delay" for latency), not the
         # user's: a translated question is held to meaning, as a described one is (dev split).
         answering = [(sc, h) for sc, h in ranked
                      if grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")
-                     and grounding.holds_asked(asked, sc.text, turn.wants, h.title)]
+                     and grounding.holds_asked(asked, sc.text, turn.wants, names)]
         if not answering:
             return Plan("near-miss", ranked, answering, candidates)
         if identified := self.written.identify(english, turn, *answering[0]):

@@ -28,7 +28,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from .corpus import stored_body
 from .settings import Settings
 from .store import Store
-from .text import FOLDED, defined_names, mentions, paper_names, tokenize
+from .text import FOLDED, mentions, own_names, squash, tokenize
 from .tuning import COMMON_DF, MAX_CORRECTION_VOCAB, NAME_MAX_TITLES, SPELLING_CUTOFF, SPELLING_MIN_LETTERS
 
 log = logging.getLogger(__name__)
@@ -385,10 +385,9 @@ class HybridRetriever:
         # other rankings can bury a paper the question names when its abstract is short on the
         # question's other words.
         if s.title_weight:
-            # A name an abstract defines that is also a common word here ("SPEED") is not a name
-            # when a question uses the word ("speed up").
-            names = {h.paper_id: paper_names(h.title) | {n for n in defined_names(h.text) if not index.common(n)}
-                     for h in hits.values()}
+            # Only the names a paper goes by itself: "RAG" or "HBM" in a question that describes
+            # a paper does not name the papers that use them (dev split: described questions).
+            names = {h.paper_id: {squash(n) for n in own_names(h.title, h.text, index.common)} for h in hits.values()}
             # A name in the titles of several candidates ("LLM", "KV") names none of them.
             counts = Counter(n for ns in names.values() for n in ns)
             named = [h for h in hits.values()

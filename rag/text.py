@@ -99,24 +99,44 @@ def paper_names(title: str) -> set[str]:
     names = {squash(n) for n in NAME.findall(title) if not re.fullmatch(r"[A-Z]{2,}s", n)}
     # A capitalised hyphenated word is a name where a title introduces one ("... with
     # Sarathi-Serve"), not elsewhere ("Efficient Fine-Tuning of ...").
-    names |= {squash(w) for w in re.findall(r"(?:^|\b(?:with|via|using|by|from)\s)(\w+(?:-\w+)+)", title)
-              if re.search(r"[A-Z]", w)}
+    names |= {squash(w) for w in _TITLE_NAME.findall(title) if re.search(r"[A-Z]", w)}
+    return {n for n in names | {squash(h) for h in _head(title)} if len(n) >= 3}
+
+
+# Where a title introduces a hyphenated name: "... with Sarathi-Serve", "Self-Infilling Code ...".
+_TITLE_NAME = re.compile(r"(?:^|\b(?:with|via|using|by|from)\s)(\w+(?:-\w+)+)")
+
+
+def _head(title: str) -> set[str]:
+    """The part of a title before its colon, when it is short enough to be a name."""
     head, colon, _ = title.partition(":")
-    if colon and len(head.split()) <= 3:
-        names.add(squash(head))
-    return {n for n in names if len(n) >= 3}
+    return {head} if colon and len(head.split()) <= 3 else set()
 
 
-def defined_names(abstract: str) -> set[str]:
-    """Names an abstract gives its own work: "we propose JRT-RNN", "Masked Structural Growth
-    (MSG)". Users call a paper by these as often as by its title."""
-    found = re.findall(r"\b(?:propose|present|introduce|call|called|named|dubbed|develop|design)s?\s+(?:a |an |the )?"
-                       r"(?:\w+\s){0,2}?([A-Za-z][\w.]*[A-Z0-9][\w.]*(?:-[\w.]+)*)", abstract)
-    found += re.findall(r"\(([A-Za-z][\w.]*[A-Z][\w.]*(?:-[\w.]+)*)\)", abstract)
-    # Name-like only: CamelCase or digits (PreTTR, G_stack2), or an acronym of three or more
-    # capitals (MSG, JRT-RNN); not "LLMs" or "KV-Cache", which every abstract here uses.
-    return {squash(n) for n in found
-            if re.search(r"[a-z][A-Z]|\d", n) or re.fullmatch(r"[A-Z]{3,}(?:-[A-Z0-9]+)*", n)}
+_INTRODUCES = r"\b(?:propose|present|introduce|call|called|named|dubbed|develop|design)s?\s+"
+
+
+def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = None) -> set[str]:
+    """The names a paper goes by itself, as written, as opposed to the names of what it uses (RAG,
+    HBM, LoRA, ALiBi, "Low-Rank"): a question that uses one of these calls the paper by name. The
+    title's head before a colon; a title word written as a name only a coined one has (CamelCase,
+    digits: ZipVL, MInference, Qwen2.5-1M); a hyphenated title name its abstract repeats
+    (Sarathi-Serve, mllm-NPU); a name the abstract introduces ("we propose JRT-RNN"), with its
+    acronym in brackets ("we introduce Web Rephrase Augmented Pre-training (WRAP)"). A name from the
+    abstract that is also a word the collection uses often (``common``: "SPEED") is left out:
+    a question that uses the word ("speed up") does not name the paper."""
+    names = _head(title)
+    names |= {n for n in NAME.findall(title) if re.search(r"[a-z][A-Z]|[A-Z]{2}[a-z](?<!s)|\d", n)
+              and not re.fullmatch(r"[A-Z]{2,}s", n)}
+    names |= {w for w in _TITLE_NAME.findall(title)
+              if re.search(r"[A-Z]", w) and (title.startswith(w) or abstract.count(w) >= 2)}
+    defined = {n for n in re.findall(_INTRODUCES + r"(?:a |an |the )?(?:\w+\s){0,2}?"
+                                     r"([A-Za-z][\w.]*[A-Z0-9][\w.]*(?:-[\w.]+)*)", abstract)
+               if re.search(r"[a-z][A-Z]|\d", n) or re.fullmatch(r"[A-Z]{3,}(?:-[A-Z0-9]+)*", n)}
+    defined |= {n for n in re.findall(_INTRODUCES + r"(?:[\w'-]+,?\s+){0,8}?\(([A-Za-z][\w.]*[A-Z][\w.]*"
+                                      r"(?:-[\w.]+)*)\)", abstract)}
+    names |= {n for n in defined if not (common and common(squash(n)))}
+    return {n for n in names if len(squash(n)) >= 3}
 
 
 def name_forms(text: str) -> list[str]:

@@ -67,6 +67,18 @@ def test_what_a_question_sets_aside_is_not_what_it_asks():
     assert set_aside("does it not need retraining?") == frozenset()
 
 
+def test_a_figure_beside_what_a_question_sets_aside_does_not_answer_it():
+    # "the prefilling stage ... by 2.34x" shares "stage" with the question, but it is a figure of
+    # the prefill, which the question excludes.
+    question = "how much does LazyLLM speed up the decoding stage, not the prefill?"
+    focus = focus_terms(question, "LazyLLM", wants="figure")
+    sentence = "LazyLLM accelerates the prefilling stage of the LLama 2 7B model by 2.34x."
+    assert figure_coverage(focus, sentence, None) > 0.0
+    assert figure_coverage(focus, sentence, None, set_aside(question)) == 0.0
+    decoding = "LazyLLM speeds up the decoding stage by 1.5x."
+    assert figure_coverage(focus, decoding, None, set_aside(question)) == 1.0
+
+
 def test_answers_strict_when_the_paper_is_named_lenient_when_described():
     near = Scored(LAZY, coverage=0.5, similarity=0.6, has_figure=True, figure_coverage=0.2)
     assert not answers(near, "figure", anchored=True)  # named paper, asked detail absent: a near miss

@@ -32,6 +32,7 @@ def test_language_of_a_question(question, lang):
     ("cacheblend vs turborag, which cuts TTFT more?", 2, "compare", "figure"),
     ("cacheblend vs turborag", 1, "compare", "other"),  # two sides, even when one is not found by name
     ("is cacheblend faster?", 1, "fact", "figure"),  # one paper named: nothing to set side by side
+    ("what's compacter's average SuperGLUE score?", 1, "fact", "figure"),  # a score is a figure
 ])
 def test_what_a_question_asks_for(question, named, kind, wants):
     got = intent(question, named)

@@ -56,3 +56,24 @@ def test_a_text_names_something_by_token_not_by_substring():
     assert names_in("Results on Llama 2 and Mistral.", "Llama-2")
     assert names_in("mllm-NPU reaches 1,000 tokens/s on the NPU.", "NPU")
     assert names_in("Accelerating Production LLMs", "LLM") and names_in("LLM serving", "LLMs")
+
+
+def test_a_paper_is_named_by_its_own_names_not_by_the_names_of_what_it_uses():
+    from rag.text import own_names
+
+    title = "CacheBlend: Fast Large Language Model Serving for RAG with Cached Knowledge Fusion"
+    assert own_names(title, "We present CacheBlend, which reuses KV caches for RAG.") == {"CacheBlend"}
+    title = "FlashAttention: Fast and Memory-Efficient Exact Attention with IO-Awareness"
+    abstract = ("We propose FlashAttention, an IO-aware exact attention algorithm that uses tiling to reduce "
+                "reads/writes between GPU high bandwidth memory (HBM) and on-chip SRAM.")
+    assert own_names(title, abstract) == {"FlashAttention"}  # not HBM, nor IO-Awareness
+    # A hyphenated name the abstract repeats is the paper's own; one it does not use is a phrase.
+    title = "Taming Throughput-Latency Tradeoff in LLM Inference with Sarathi-Serve"
+    assert "Sarathi-Serve" in own_names(title, "We introduce Sarathi-Serve. Sarathi-Serve is fast.")
+    assert own_names("PELA: Learning Parameter-Efficient Models with Low-Rank Approximation",
+                     "We factorize a model into a low-rank one.") == {"PELA"}
+    # A name introduced with its acronym, and an acronym of something used.
+    abstract = "We propose Web Rephrase Augmented Pre-training (WRAP), and compare with Low-Rank Adaptation (LoRA)."
+    assert own_names("Rephrasing the Web", abstract) == {"WRAP"}
+    # A name the collection uses as a word ("SPEED") is not a name.
+    assert own_names("Little Giants", "We propose SPEED.", common=lambda w: w == "speed") == set()
