@@ -84,6 +84,13 @@ _FIGURE = re.compile(
 # An explicit request for a quantity, which wins over "which system ...".
 _QUANTITY = re.compile(r"\bhow (much|many|fast|large|big|long|small)\b|\bby (how much|what factor)\b|"
                        r"\bwhat (percentage|fraction|ratio|factor|speed-?up)\b|%", re.I)
+# An explicit request for a name ("... - what is it called?", "name of the scheme?", "name?"),
+# which wins over the quantity words of a description (dev: described questions A-064, D-030).
+_CALLED = re.compile(r"\bwhat(?:'s| is| was)? (?:it|that|this|the \w+) called\b|\bname of (?:the|this|that|it)\b|"
+                     r"\b(?:its|the) name\b|\bname\s*\?", re.I)
+# Asking whether such a paper exists ("is there a paper where ...", "any trick that ...",
+# "anyone ...?"): the paper is wanted, whatever quantities its description mentions.
+_EXISTS = re.compile(r"\b(?:is|are) there\b|^\W*(?:any|anyone|anybody)\b", re.I)
 _WHICH = re.compile(r"^\W*(which|what|who)\s+([\w-]+\s+){0,2}?(paper|work|method|system|approach|model|technique|"
                     r"framework|library|algorithm|study|one|tool)\b", re.I)
 # Asking to identify a paper or system (`which/what <thing>`, `who`, `is there a paper`).
@@ -132,7 +139,8 @@ def intent(question: str, named_papers: int = 0) -> Intent:
         kind = "fact"
     if _EXPLAIN.search(question) and not re.search(r"\bhow (much|many|fast)\b", question, re.I):
         wants: Wants = "other"
-    elif _WHICH.search(question) and not _QUANTITY.search(question):
+    elif (_WHICH.search(question) or _CALLED.search(question) or (kind == "fact" and _EXISTS.search(question))) \
+            and not _QUANTITY.search(question):
         wants = "name"  # "Which system reduces memory use?": a paper, not a figure
     elif _FIGURE.search(question):
         wants = "figure"

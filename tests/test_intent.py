@@ -33,6 +33,13 @@ def test_language_of_a_question(question, lang):
     ("cacheblend vs turborag", 1, "compare", "other"),  # two sides, even when one is not found by name
     ("is cacheblend faster?", 1, "fact", "figure"),  # one paper named: nothing to set side by side
     ("what's compacter's average SuperGLUE score?", 1, "fact", "figure"),  # a score is a figure
+    # The description's words for quantities do not decide: the question asks for a name.
+    ("pruning at init by per-layer compression ratios - name of the scheme?", 0, "fact", "name"),
+    ("a method that cuts memory 2x by sharing the kv cache, what's it called?", 0, "fact", "name"),
+    ("how much memory does it save, and what's the method's name?", 0, "fact", "figure"),
+    ("any trick that makes decoding quasilinear instead of quadratic in context length?", 0, "fact", "name"),
+    ("for conv models, is there a method that cuts generation latency?", 0, "fact", "name"),
+    ("is there a paper that offloads prefill to a phone npu? how much faster is it?", 0, "fact", "figure"),
 ])
 def test_what_a_question_asks_for(question, named, kind, wants):
     got = intent(question, named)
