@@ -127,7 +127,8 @@ class Evidence:
             focus = grounding.focus_terms(aim, f"{hit.title} {names} {others}", asked, wants)
             # A figure answers when the words around it are the asked words its paper uses: a
             # word the paper never uses (the user's own, "e2e", "hardware") cannot sit beside it.
-            held = focus & content_terms(f"{hit.title} {hit.text}")
+            # A paper that uses none of them says nothing about what was asked: all count.
+            held = focus & content_terms(f"{hit.title} {hit.text}") or focus
             sims = vectors @ query
             for sentence, sim in zip(sentences, sims):
                 scored = Scored(sentence, grounding.coverage(focus, sentence, weights), float(sim),

@@ -82,6 +82,9 @@ def test_a_figure_answers_by_the_asked_words_its_paper_uses(make_engine):
     engine = make_engine()
     answer = engine.ask("by how much does LazyLLM speed up the decoding stage?")
     assert answer.abstained and answer.abstain_reason == "near-miss" and engine.llm.calls == []
+    # An abstract that uses none of the asked words says nothing about them.
+    answer = engine.ask("mllm-npu gets 1000 tok/s prefill, but how fast is its decoding on the phone?")
+    assert answer.abstained and answer.abstain_reason == "near-miss" and engine.llm.calls == []
     # A word the abstract never uses ("chatbot") is the user's own and does not stop the answer.
     engine = make_engine("LazyLLM accelerates the prefilling stage of the LLama 2 7B model by 2.34x [1].")
     answer = engine.ask("lazyllm prefill speedup on llama 2 7b for my chatbot?")
