@@ -95,6 +95,18 @@ def focus_terms(question: str, subject: str = "", terms: frozenset[str] | None =
     return frozenset(terms - content_terms(subject) - GENERIC - kind - set_aside(question))
 
 
+# A question that asks for a percentage ("what percentage of tokens", "what % of params",
+# "(% of compute)"), as opposed to a description that mentions one ("a 30% masking ratio").
+_ASKS_PERCENT = re.compile(r"\b(?:what|how many|which)\s+(?:percent(?:age)?|pct)\b|\bwhat\s*%|\(\s*%", re.I)
+_PERCENT = re.compile(r"\d\s*%|\bpercent", re.I)
+
+
+def states_asked_kind(question: str, sentence: str) -> bool:
+    """Whether a sentence states the kind of figure asked: a percentage for "what percentage ...?"
+    ("2.2-3.3x" does not say what share of the tokens is recomputed); True for other questions."""
+    return not _ASKS_PERCENT.search(question) or bool(_PERCENT.search(sentence))
+
+
 def asked_terms(question: str, subject: str = "") -> frozenset[str]:
     """The content terms of what a question asks about: the words after its question word up to
     the first stopword ("what prefill chunk size did ..." -> prefill, chunk; "how many gpus and

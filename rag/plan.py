@@ -83,7 +83,8 @@ class Planner:
         # user's: a translated question is held to meaning, as a described one is (dev split).
         answering = [(sc, h) for sc, h in ranked
                      if grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")
-                     and grounding.holds_asked(asked, sc.text, turn.wants, names)]
+                     and grounding.holds_asked(asked, sc.text, turn.wants, names)
+                     and grounding.states_asked_kind(turn.focus_question, sc.text)]
         if not answering:
             return Plan("near-miss", ranked, answering, candidates)
         if identified := self.written.identify(english, turn, *answering[0]):

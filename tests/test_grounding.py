@@ -13,6 +13,7 @@ from rag.grounding import (
     holds_asked,
     is_echo,
     set_aside,
+    states_asked_kind,
 )
 
 LAZY = "LazyLLM accelerates the prefilling stage of LLama 2 7B by 2.34x while maintaining accuracy."
@@ -120,3 +121,13 @@ def test_a_sentence_without_what_was_asked_does_not_answer():
     assert holds_asked(rate, "The acceptance rate reaches 71% on code.", "figure")
     # A kind of thing after the question word asks for a name, checked elsewhere.
     assert asked_terms("which closed model does the 14B beat?") == frozenset()
+
+
+def test_a_percentage_question_is_answered_by_a_percentage():
+    question = "what percentage of tokens does CacheBlend recompute per layer?"
+    assert not states_asked_kind(question, "CacheBlend reduces TTFT by 2.2-3.3X.")
+    assert states_asked_kind(question, "CacheBlend recomputes 15% of the tokens.")
+    assert states_asked_kind("compacter what % of params trained", "training only 0.047% of parameters")
+    # A percentage in a description is not what is asked.
+    described = "an encoder with a 30% masking ratio - how fast does it train?"
+    assert states_asked_kind(described, "It trains in 1.13 hours.")
