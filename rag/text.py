@@ -147,10 +147,17 @@ def name_forms(text: str) -> list[str]:
     return list(dict.fromkeys(hyphenated + NAME.findall(text)))
 
 
+# What a chat question is about, typed before a colon: "zero-infinity: how big a model ...?".
+# One to three words; a comparison's head ("prodiff vs matcha-tts:") has names of its own.
+_HEAD = re.compile(r"^\s*((?:[\w.-]+\s+){0,2}[\w.-]+)\s*:\s")
+
+
 def question_names(question: str) -> list[str]:
-    """The names an English question uses, as written: :func:`name_forms` and capitalised words
-    inside a sentence (Medusa)."""
-    return list(dict.fromkeys(name_forms(question) + PROPER.findall(question)))
+    """The names an English question uses, as written: :func:`name_forms`, capitalised words
+    inside a sentence (Medusa) and the words before a leading colon, as users name a subject."""
+    head = _HEAD.match(question)
+    heads = [head.group(1)] if head and not re.search(r"\b(?:vs|versus|and|or)\b", head.group(1), re.I) else []
+    return list(dict.fromkeys(name_forms(question) + PROPER.findall(question) + heads))
 
 
 def word_grams(text: str) -> set[str]:

@@ -77,3 +77,13 @@ def test_a_paper_is_named_by_its_own_names_not_by_the_names_of_what_it_uses():
     assert own_names("Rephrasing the Web", abstract) == {"WRAP"}
     # A name the collection uses as a word ("SPEED") is not a name.
     assert own_names("Little Giants", "We propose SPEED.", common=lambda w: w == "speed") == set()
+
+
+def test_the_words_before_a_leading_colon_name_the_subject():
+    from rag.text import question_names
+
+    assert "zero-infinity" in question_names("zero-infinity: how big a model can you train on nvme?")
+    assert "hip attention" in question_names("hip attention: prefill speedup at 128k?")
+    # A comparison's head is two names, each found on its own; a colon later on is not a head.
+    assert "prodiff vs matcha-tts" not in question_names("prodiff vs matcha-tts: how does each make TTS fast?")
+    assert "so" not in question_names("so what is the ratio: 2x or 3x?")
