@@ -15,7 +15,7 @@ from .citations import Source, support
 from .grounding import Scored
 from .retrieve import Hit, HybridRetriever
 from .settings import Settings
-from .text import NAME, content_terms, names_in, own_names, split_sentences
+from .text import NAME, content_terms, names_in, split_sentences
 from .tuning import RANK_PENALTY, SENTENCE_SUPPORT_WEIGHT, SOURCE_SCORE_RATIO
 
 if TYPE_CHECKING:
@@ -112,23 +112,27 @@ class Evidence:
     def rank_sentences(self, aim: str, hits: list[Hit], wants: str, others: str = "") -> list[tuple[Scored, Hit]]:
         """Every sentence of ``hits`` scored for how well it answers ``aim``, best first; a later
         hit's sentences lose RANK_PENALTY per rank (1.0: retrieval's order decides the paper).
-        Words of the hit's title, and of ``others`` (the other papers of a comparison), are not
-        what is asked."""
+        Words of the hit's title and own names, and of ``others`` (the other papers of a
+        comparison), are not what is asked. A figure is scored by the asked words around it that
+        its paper uses (all of them if it uses none), and not at all beside a word the question
+        sets aside."""
         query = self.query_vector(aim)
         weights = self.retriever.term_weights()
         # A misspelt word ("thruput", "cachblend") is read as the collection spells it, before the
         # paper's own name is taken out of what is asked.
         asked = frozenset(weights.correct_terms(content_terms(aim)))
-        excluded = grounding.set_aside(aim)
+        set_aside = grounding.set_aside(aim)
         out: list[tuple[float, Scored, Hit]] = []
         for rank, hit in enumerate(hits):
             sentences, vectors = self.sentences(hit)
-            names = " ".join(own_names(hit.title, hit.text))
+            names = " ".join(self.retriever.own_names(hit))
             focus = grounding.focus_terms(aim, f"{hit.title} {names} {others}", asked, wants)
             # A figure answers when the words around it are the asked words its paper uses: a
             # word the paper never uses (the user's own, "e2e", "hardware") cannot sit beside it.
             # A paper that uses none of them says nothing about what was asked: all count.
             held = focus & content_terms(f"{hit.title} {hit.text}") or focus
+            # "the decoding stage, not the prefill stage": "stage" is asked as well as set aside.
+            excluded = set_aside - focus
             sims = vectors @ query
             for sentence, sim in zip(sentences, sims):
                 scored = Scored(sentence, grounding.coverage(focus, sentence, weights), float(sim),

@@ -97,8 +97,10 @@ def focus_terms(question: str, subject: str = "", terms: frozenset[str] | None =
 
 # A question that asks for a percentage ("what percentage of tokens", "what % of params",
 # "(% of compute)"), as opposed to a description that mentions one ("a 30% masking ratio").
-_ASKS_PERCENT = re.compile(r"\b(?:what|how many|which)\s+(?:percent(?:age)?|pct)\b|\bwhat\s*%|\(\s*%", re.I)
-_PERCENT = re.compile(r"\d\s*%|\bpercent", re.I)
+_ASKS_PERCENT = re.compile(r"\b(?:what(?:'?s)?(?:\s+(?:is|are|was|were))?(?:\s+the)?|how many|which)\s*"
+                           r"(?:percent(?:age)?|pct|%)|\(\s*%", re.I)
+# LaTeX left in scraped abstracts writes "54.6\%".
+_PERCENT = re.compile(r"\d\s*\\?%|\bpercent", re.I)
 
 
 def states_asked_kind(question: str, sentence: str) -> bool:
@@ -129,12 +131,11 @@ def asked_terms(question: str, subject: str = "") -> frozenset[str]:
     return frozenset(terms - content_terms(subject) - FIGURE_KIND)
 
 
-def holds_asked(asked: frozenset[str], sentence: str, wants: str = "other", title: str = "") -> bool:
-    """Whether a sentence holds any of the asked terms that are not its paper's title words (True
-    when none are left); for a figure question, within ASKED_WINDOW words of a figure ("acceptance
-    rate, block efficiency and up to 3x speedup" gives no acceptance rate). Stems that extend each
-    other match: "gpus" and "gpu", "param" and "paramet"."""
-    asked = asked - content_terms(title)
+def holds_asked(asked: frozenset[str], sentence: str, wants: str = "other") -> bool:
+    """Whether a sentence holds any of the asked terms (True when there are none); for a figure
+    question, within ASKED_WINDOW words of a figure ("acceptance rate, block efficiency and up to
+    3x speedup" gives no acceptance rate). Stems that extend each other match: "gpus" and "gpu",
+    "param" and "paramet"."""
     if not asked:
         return True
     texts = figure_windows(sentence, ASKED_WINDOW) if wants == "figure" else [sentence]

@@ -86,8 +86,8 @@ _QUANTITY = re.compile(r"\bhow (much|many|fast|large|big|long|small)\b|\bby (how
                        r"\bwhat (percentage|fraction|ratio|factor|speed-?up)\b|%", re.I)
 # An explicit request for a name ("... - what is it called?", "name of the scheme?", "name?"),
 # which wins over the quantity words of a description (dev: described questions A-064, D-030).
-_CALLED = re.compile(r"\bwhat(?:'s| is| was)? (?:it|that|this|the \w+) called\b|\bname of (?:the|this|that|it)\b|"
-                     r"\b(?:its|the) name\b|\bname\s*\?", re.I)
+_CALLED = re.compile(r"\bwhat(?:'?s| is| was)? (?:it|that|this|the (?:\w+\s){0,2}?\w+) called\b|"
+                     r"\bname of (?:the|this|that|it)\b|\b(?:its|the) name\b|\bname\s*\?", re.I)
 # Asking whether such a paper exists ("is there a paper where ...", "any trick that ...",
 # "anyone ...?"): the paper is wanted, whatever quantities its description mentions.
 _EXISTS = re.compile(r"\b(?:is|are) there\b|^\W*(?:any|anyone|anybody)\b", re.I)
@@ -137,10 +137,11 @@ def intent(question: str, named_papers: int = 0) -> Intent:
         kind = "list"
     else:
         kind = "fact"
-    if _EXPLAIN.search(question) and not re.search(r"\bhow (much|many|fast)\b", question, re.I):
+    if _EXPLAIN.search(question) and not re.search(r"\bhow (much|many|fast)\b", question, re.I) \
+            and not _CALLED.search(question):
         wants: Wants = "other"
-    elif (_WHICH.search(question) or _CALLED.search(question) or (kind == "fact" and _EXISTS.search(question))) \
-            and not _QUANTITY.search(question):
+    elif (_WHICH.search(question) or _CALLED.search(question)
+          or (kind == "fact" and not named_papers and _EXISTS.search(question))) and not _QUANTITY.search(question):
         wants = "name"  # "Which system reduces memory use?": a paper, not a figure
     elif _FIGURE.search(question):
         wants = "figure"

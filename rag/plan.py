@@ -11,7 +11,6 @@ from .evidence import Evidence
 from .gate import RelevanceGate
 from .grounding import Scored
 from .retrieve import Hit, HybridRetriever
-from .text import own_names
 from .tuning import LIST_CANDIDATES
 from .written import Written, WrittenAnswers
 
@@ -77,13 +76,15 @@ class Planner:
         ranked = self.evidence.rank_sentences(turn.focus_question, candidates, turn.wants)
         if not ranked:
             return Plan("retrieval")
-        names = " ".join(n for h in turn.subject for n in own_names(h.title, h.text))
+        # Title words other than the paper's names may be what is asked ("what chunk size does
+        # SARATHI use for its chunked prefills?").
+        names = " ".join(n for h in turn.subject for n in self.retriever.own_names(h))
         asked = grounding.asked_terms(turn.focus_question, names)
         # A translation's words are the 0.5B model's paraphrase ("delay" for latency), not the
         # user's: a translated question is held to meaning, as a described one is (dev split).
         answering = [(sc, h) for sc, h in ranked
                      if grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")
-                     and grounding.holds_asked(asked, sc.text, turn.wants, names)
+                     and grounding.holds_asked(asked, sc.text, turn.wants)
                      and grounding.states_asked_kind(turn.focus_question, sc.text)]
         if not answering:
             return Plan("near-miss", ranked, answering, candidates)

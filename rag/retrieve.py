@@ -317,6 +317,11 @@ class HybridRetriever:
                     self._rebuilding.start()
             return self._keywords
 
+    def own_names(self, hit: Hit) -> set[str]:
+        """The names ``hit``'s paper goes by itself, as written (:func:`rag.text.own_names`); a name
+        its abstract introduces that is an ordinary word here ("SPEED") is left out."""
+        return own_names(hit.title, hit.text, self.term_weights().common)
+
     def term_weights(self) -> KeywordIndex:
         """The keyword index as of the last check, for term rarity (idf) within one question:
         ``retrieve`` has just checked the store's stamp, so no second read is needed."""
@@ -388,7 +393,7 @@ class HybridRetriever:
             # Only the names a paper goes by itself: "RAG" or "HBM" in a question that describes
             # a paper does not name the papers that use them (dev split: described questions).
             names = {h.paper_id: {squash(n) for n in own_names(h.title, h.text, index.common)} for h in hits.values()}
-            # A name in the titles of several candidates ("LLM", "KV") names none of them.
+            # A name several candidates go by ("LLM", "KV") names none of them.
             counts = Counter(n for ns in names.values() for n in ns)
             named = [h for h in hits.values()
                      if mentions(query, {n for n in names[h.paper_id] if counts[n] <= NAME_MAX_TITLES}, index.known)]

@@ -121,20 +121,23 @@ def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = 
     HBM, LoRA, ALiBi, "Low-Rank"): a question that uses one of these calls the paper by name. The
     title's head before a colon; a title word written as a name only a coined one has (CamelCase,
     digits: ZipVL, MInference, Qwen2.5-1M); a hyphenated title name its abstract repeats
-    (Sarathi-Serve, mllm-NPU); a name the abstract introduces ("we propose JRT-RNN"), with its
+    (Sarathi-Serve, mllm-NPU, Self-Infilling); a name the abstract introduces ("we propose JRT-RNN"), with its
     acronym in brackets ("we introduce Web Rephrase Augmented Pre-training (WRAP)"). A name from the
     abstract that is also a word the collection uses often (``common``: "SPEED") is left out:
     a question that uses the word ("speed up") does not name the paper."""
     names = _head(title)
     names |= {n for n in NAME.findall(title) if re.search(r"[a-z][A-Z]|[A-Z]{2}[a-z](?<!s)|\d", n)
               and not re.fullmatch(r"[A-Z]{2,}s", n)}
-    names |= {w for w in _TITLE_NAME.findall(title)
-              if re.search(r"[A-Z]", w) and (title.startswith(w) or abstract.count(w) >= 2)}
+    # A hyphenated title name the abstract repeats as written; the word a title starts with, in
+    # any case ("Self-Infilling Code Generation" ... "self-infilling"; not "Low-Rank", "Meta-Learning").
+    names |= {w for w in _TITLE_NAME.findall(title) if re.search(r"[A-Z]", w) and (
+        abstract.count(w) >= 2 or (title.startswith(w) and abstract.casefold().count(w.casefold()) >= 2))}
     defined = {n for n in re.findall(_INTRODUCES + r"(?:a |an |the )?(?:\w+\s){0,2}?"
                                      r"([A-Za-z][\w.]*[A-Z0-9][\w.]*(?:-[\w.]+)*)", abstract)
                if re.search(r"[a-z][A-Z]|\d", n) or re.fullmatch(r"[A-Z]{3,}(?:-[A-Z0-9]+)*", n)}
-    defined |= {n for n in re.findall(_INTRODUCES + r"(?:[\w'-]+,?\s+){0,8}?\(([A-Za-z][\w.]*[A-Z][\w.]*"
-                                      r"(?:-[\w.]+)*)\)", abstract)}
+    # Within the verb's object: "we propose A B C (ABC)", not "we present X, a system for D E (DE)".
+    defined |= {n for n in re.findall(_INTRODUCES + r"(?:[\w'-]+\s+){0,6}?\(([A-Za-z][\w.]*[A-Z][\w.]*"
+                                      r"(?:-[\w.]+)*)\)", abstract) if not re.fullmatch(r"[A-Z]{2,}s", n)}
     names |= {n for n in defined if not (common and common(squash(n)))}
     return {n for n in names if len(squash(n)) >= 3}
 
@@ -147,16 +150,15 @@ def name_forms(text: str) -> list[str]:
     return list(dict.fromkeys(hyphenated + NAME.findall(text)))
 
 
-# What a chat question is about, typed before a colon: "zero-infinity: how big a model ...?".
-# One to three words; a comparison's head ("prodiff vs matcha-tts:") has names of its own.
-_HEAD = re.compile(r"^\s*((?:[\w.-]+\s+){0,2}[\w.-]+)\s*:\s")
+# What a chat question is about, typed before a colon as one hyphenated or numbered word:
+# "zero-infinity: how big a model ...?" (not "quick question: ...").
+_HEAD = re.compile(r"^\s*([\w.]+(?:-[\w.]+)+|[A-Za-z.]*\d[\w.]*)\s*:\s")
 
 
 def question_names(question: str) -> list[str]:
     """The names an English question uses, as written: :func:`name_forms`, capitalised words
     inside a sentence (Medusa) and the words before a leading colon, as users name a subject."""
-    head = _HEAD.match(question)
-    heads = [head.group(1)] if head and not re.search(r"\b(?:vs|versus|and|or)\b", head.group(1), re.I) else []
+    heads = [head.group(1)] if (head := _HEAD.match(question)) else []
     return list(dict.fromkeys(name_forms(question) + PROPER.findall(question) + heads))
 
 

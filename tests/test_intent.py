@@ -40,6 +40,9 @@ def test_language_of_a_question(question, lang):
     ("any trick that makes decoding quasilinear instead of quadratic in context length?", 0, "fact", "name"),
     ("for conv models, is there a method that cuts generation latency?", 0, "fact", "name"),
     ("is there a paper that offloads prefill to a phone npu? how much faster is it?", 0, "fact", "figure"),
+    ("is there any accuracy loss with flatquant?", 1, "fact", "figure"),  # about a named paper
+    ("whats it called, the method that packs prompts?", 0, "fact", "name"),
+    ("what is the new decoding method called?", 0, "fact", "name"),
 ])
 def test_what_a_question_asks_for(question, named, kind, wants):
     got = intent(question, named)

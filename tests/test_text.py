@@ -75,6 +75,11 @@ def test_a_paper_is_named_by_its_own_names_not_by_the_names_of_what_it_uses():
     # A name introduced with its acronym, and an acronym of something used.
     abstract = "We propose Web Rephrase Augmented Pre-training (WRAP), and compare with Low-Rank Adaptation (LoRA)."
     assert own_names("Rephrasing the Web", abstract) == {"WRAP"}
+    assert own_names("Fast Serving", "We present X, a system for retrieval-augmented generation (RAG).") == set()
+    # A coined word a title starts with is its name when the abstract uses it; a method's is not.
+    assert own_names("Self-Infilling Code Generation", "We use self-infilling. Self-infilling helps.") == {
+        "Self-Infilling"}
+    assert own_names("Meta-Learning to Improve Pre-Training", "We meta-learn the weights.") == set()
     # A name the collection uses as a word ("SPEED") is not a name.
     assert own_names("Little Giants", "We propose SPEED.", common=lambda w: w == "speed") == set()
 
@@ -83,7 +88,7 @@ def test_the_words_before_a_leading_colon_name_the_subject():
     from rag.text import question_names
 
     assert "zero-infinity" in question_names("zero-infinity: how big a model can you train on nvme?")
-    assert "hip attention" in question_names("hip attention: prefill speedup at 128k?")
-    # A comparison's head is two names, each found on its own; a colon later on is not a head.
+    # Only one hyphenated or numbered word: a comparison's head has names of its own.
     assert "prodiff vs matcha-tts" not in question_names("prodiff vs matcha-tts: how does each make TTS fast?")
     assert "so" not in question_names("so what is the ratio: 2x or 3x?")
+    assert question_names("quick question: how fast is cacheblend?") == []  # ordinary words
