@@ -20,7 +20,9 @@ listed in eval/CHANGELOG.md; nobody has read its questions.
 Later the same day (session 9) two more helpers, each seeing only the abstracts, wrote 80 more dev
 questions (D-*: described, near-miss and casual, the styles the dev split was thinnest on for the
 choices being made) and the "fresh2" split (150 questions, G-*, all nine styles). fresh2 is run
-only on code whose choices are already made on dev, aggregates only; nobody has read it.
+only on code whose choices are already made on dev, aggregates only; nobody has read it. A third
+helper then wrote 40 dev questions that never name their paper (E-*: described answerable ones,
+near misses and absent systems), the kind the dev split had almost none of on the unanswerable side.
 """
 
 from __future__ import annotations
