@@ -21,6 +21,7 @@ from .tuning import (
     ECHO_NEW_TERMS,
     FIGURE_BONUS,
     FIGURE_WINDOW,
+    UNANCHORED_MIN_SCORE,
 )
 
 # Words that say what kind of thing is asked about, not which one: they are in almost every
@@ -207,10 +208,11 @@ def answers(sentence: Scored, wants: str, anchored: bool = True) -> bool:
     """Whether a sentence answers the question: for a figure question it states one; when the
     question names its paper (``anchored``), it holds what was asked. A question that only
     describes its paper spends its words on the description, so its paper's sentence with the
-    right kind of content answers."""
+    right kind of content answers if it is about the question at all (its word coverage and
+    similarity add to UNANCHORED_MIN_SCORE)."""
     if wants == "figure" and not sentence.has_figure:
         return False
     if not anchored:
-        return True
+        return sentence.coverage + sentence.similarity >= UNANCHORED_MIN_SCORE
     held = sentence.figure_coverage if wants == "figure" else sentence.coverage
     return held >= ANCHORED_COVERAGE

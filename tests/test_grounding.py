@@ -84,6 +84,9 @@ def test_answers_strict_when_the_paper_is_named_lenient_when_described():
     near = Scored(LAZY, coverage=0.5, similarity=0.6, has_figure=True, figure_coverage=0.2)
     assert not answers(near, "figure", anchored=True)  # named paper, asked detail absent: a near miss
     assert answers(near, "figure", anchored=False)  # a described paper: its figure sentence answers
+    # ... unless the sentence shares neither words nor meaning with the question (another paper's).
+    unrelated = Scored("We examine 80 pruning schedules.", coverage=0.0, similarity=0.3, has_figure=True)
+    assert not answers(unrelated, "figure", anchored=False)
     no_figure = Scored("LazyLLM prunes tokens.", 1.0, 0.9, has_figure=False)
     assert not answers(no_figure, "figure", anchored=False) and answers(no_figure, "other")
 
