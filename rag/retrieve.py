@@ -392,7 +392,7 @@ class HybridRetriever:
         if s.title_weight:
             # Only the names a paper goes by itself: "RAG" or "HBM" in a question that describes
             # a paper does not name the papers that use them (dev split: described questions).
-            names = {h.paper_id: {squash(n) for n in own_names(h.title, h.text, index.common)} for h in hits.values()}
+            names = {h.paper_id: {squash(n) for n in self.own_names(h)} for h in hits.values()}
             # A name several candidates go by ("LLM", "KV") names none of them.
             counts = Counter(n for ns in names.values() for n in ns)
             named = [h for h in hits.values()
