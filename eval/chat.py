@@ -5,6 +5,7 @@
     paperchat eval --chat --split both     # both, side by side, with the gap
     paperchat eval --chat --split fresh    # a second frozen split, written later: aggregates only
     paperchat eval --chat --split fresh2   # a third, written later still: aggregates only
+    paperchat eval --chat --split fresh3   # a fourth (session 10): aggregates only
 
 `eval/questions-chat.jsonl` was written by helpers who saw the abstracts but not the engine's code
 (casual shorthand with typos, described ideas, lists, comparisons, follow-ups with pronouns and
@@ -23,6 +24,11 @@ choices being made) and the "fresh2" split (150 questions, G-*, all nine styles)
 only on code whose choices are already made on dev, aggregates only; nobody has read it. A third
 helper then wrote 40 dev questions that never name their paper (E-*: described answerable ones,
 near misses and absent systems), the kind the dev split had almost none of on the unanswerable side.
+
+Session 10 began by having two more helpers (abstracts only, no engine code) write the "fresh3" split
+(150 questions, H-*, all nine styles; run on the code as it stood before any change of that session,
+and once more at its end) and 100 dev questions (J-*: lists, comparisons, follow-ups, other languages
+and near misses that do not name their paper).
 """
 
 from __future__ import annotations
@@ -47,9 +53,9 @@ CHAT_QUESTIONS = HERE / "questions-chat.jsonl"
 STYLES = ("casual", "described", "list", "compare", "followup-pronoun", "followup-ellipsis", "non-english",
           "near-miss", "absent")
 UNANSWERABLE_STYLES = {"near-miss", "absent"}
-SPLITS = ("dev", "test", "fresh", "fresh2")
+SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3")
 #: Splits reported as aggregates only: nothing is chosen on them.
-FROZEN = ("test", "fresh", "fresh2")
+FROZEN = ("test", "fresh", "fresh2", "fresh3")
 
 #: Issue 13's bar, on the test split.
 TARGETS = {"answered": 0.90, "abstained": 0.85, "key_facts": 0.75, "key_facts_min_style": 0.60,
@@ -193,7 +199,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="paperchat eval --chat", description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("dev", "test", "both", "fresh", "fresh2"), default="dev")
+    parser.add_argument("--split", choices=(*SPLITS, "both"), default="dev")
     parser.add_argument("--styles", help="comma-separated styles to run (default: all)")
     parser.add_argument("--limit", type=int, help="at most N questions per split (dev tuning runs)")
     parser.add_argument("--questions", type=Path, default=CHAT_QUESTIONS)
