@@ -12,7 +12,7 @@ from . import grounding, prompts
 from .corpus import clean_text
 from .gate import RelevanceGate
 from .generate import Generator, condense_start, translate_messages
-from .intent import function_word, intent, language, spell_out
+from .intent import asked_clause, function_word, intent, language, spell_out
 from .llm import LLMError, Message
 from .retrieve import Hit, HybridRetriever, KeywordIndex
 from .settings import Settings
@@ -163,7 +163,12 @@ class FollowUps:
             aim = f"{question} {previous.focus_question}" if elliptic and not self._own_aspect(question) else question
             return Turn(question, previous.subject, hits, True, aim, wants)
         subject = named or hits[:1]
-        return Turn(question, subject, hits, False, question, wanted.wants, wanted.kind)
+        # A question that describes its paper has found it by the description; what it asks is in
+        # its last asking clause, and only that clause's words say which sentence answers.
+        # A question for a name ("- what is it called?") is answered by the description itself.
+        clause = question if named or wanted.wants == "name" else asked_clause(question)
+        aim = clause if content_terms(clause) - grounding.GENERIC else question
+        return Turn(question, subject, hits, False, aim, wanted.wants, wanted.kind)
 
     def _own_aspect(self, question: str) -> bool:
         """Whether a fragment has a content word that is not a name: not a name by its form, nor

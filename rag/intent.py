@@ -91,8 +91,9 @@ _CALLED = re.compile(r"\bwhat(?:'?s| is| was)? (?:it|that|this|the (?:\w+\s){0,2
 # Asking whether such a paper exists ("is there a paper where ...", "any trick that ...",
 # "anyone ...?"): the paper is wanted, whatever quantities its description mentions.
 _EXISTS = re.compile(r"\b(?:is|are) there\b|^\W*(?:any|anyone|anybody)\b", re.I)
-_WHICH = re.compile(r"^\W*(which|what|who)\s+([\w-]+\s+){0,2}?(paper|work|method|system|approach|model|technique|"
-                    r"framework|library|algorithm|study|one|tool)\b", re.I)
+# "what's the method ...", "which article ..." too (dev: E-027, J-063).
+_WHICH = re.compile(r"^\W*(which|what(?:'?s)?|who)\s+([\w-]+\s+){0,2}?(paper|article|work|method|system|approach|"
+                    r"model|technique|framework|library|algorithm|study|one|tool)\b", re.I)
 # Asking to identify a paper or system (`which/what <thing>`, `who`, `is there a paper`).
 _NAME = re.compile(r"\b(which|what|who|whose|name of|is there|any)\b.{0,40}\b(paper|work|method|system|approach|"
                    r"model|technique|framework|library|algorithm|study|one|tool|idea)\b|\bwho\b", re.I)
@@ -117,6 +118,26 @@ def sides(question: str) -> list[str]:
         parts = [m.group(1), m.group(2)]
     parts = [p.strip(" ,.:;?!") for p in parts]
     return parts if len(parts) >= 2 and all(parts) else []
+
+
+# Where a question's clauses part: after "?", ".", ";", ":" or ",", and around a dash.
+_CLAUSE_BREAK = re.compile(r"(?<=[?.;:,])\s+|\s+[-\u2013\u2014]+\s+")
+_ASKING = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:how|what|what's|whats|which|who|whose|when|where|why|does|do|did|"
+                     r"is|are|was|were|can|could)\b", re.I)
+
+
+def asked_clause(question: str) -> str:
+    """The clause of a question that asks, when it has several: "the system that chunks prompts
+    for the phone's NPU, how much faster is prefill?" -> "how much faster is prefill?". A question
+    that describes its paper spends its first clauses on the description, which retrieval has
+    used; the last later clause that opens with a question word says what is asked. The whole
+    question when none does. English grammar, not topics."""
+    question = question.strip()
+    for brk in reversed(list(_CLAUSE_BREAK.finditer(question))):
+        rest = question[brk.end():]
+        if _ASKING.match(rest) and len(rest.split()) >= 2:
+            return rest
+    return question
 
 
 @dataclass(frozen=True)

@@ -283,6 +283,21 @@ def test_a_paper_first_in_both_rankings_is_the_only_source_unless_several_are_as
     assert len(engine.evidence.select_sources("Which method packs prompts together?", hits)) == 2
 
 
+def test_a_question_describing_one_paper_is_answered_from_the_best_hit_only(make_engine):
+    from rag import Hit
+    from rag.conversation import Turn
+
+    engine = make_engine()
+    alpha = Hit("a", "Alpha", "Alpha packs prompts. It is fast.", 0.27, dense_rank=1, bm25_rank=2)
+    beta = Hit("b", "Beta", "Beta splits prompts. It is 2x faster on Llama-2 70B.", 0.26, dense_rank=2, bm25_rank=1)
+    # Beta holds the asked detail, but the question describes Alpha: a near miss, not Beta's figure.
+    turn = Turn("the method that packs prompts: what speedup on Llama-2 70B?", [alpha], [alpha, beta],
+                focus_question="what speedup on Llama-2 70B?", wants="figure")
+    assert engine.evidence.candidates(turn) == [alpha]
+    # Named papers and a conversation's papers are kept as they are.
+    assert engine.evidence.candidates(Turn("and beta?", [alpha, beta], [alpha, beta], followup=True)) == [alpha, beta]
+
+
 def test_sources_are_kept_by_the_names_they_mention_as_words():
     from rag import Hit
     from rag.evidence import naming

@@ -43,6 +43,8 @@ def test_language_of_a_question(question, lang):
     ("is there any accuracy loss with flatquant?", 1, "fact", "figure"),  # about a named paper
     ("whats it called, the method that packs prompts?", 0, "fact", "name"),
     ("what is the new decoding method called?", 0, "fact", "name"),
+    ("what's the method for fast generation from convolutional models?", 0, "fact", "name"),
+    ("Which article proposes repeating the context in the prompt?", 0, "fact", "name"),
 ])
 def test_what_a_question_asks_for(question, named, kind, wants):
     got = intent(question, named)
@@ -64,3 +66,20 @@ def test_the_sides_of_a_comparison():
     assert sides("How much faster is TurboRAG compared to conventional RAG?") == []
     assert intent("difference between SARATHI and Sarathi-Serve?", 1).kind == "compare"
     assert intent("a paper that shrinks the KV cache in prefill vs decoding?", 0).kind == "fact"
+
+
+@pytest.mark.parametrize(("question", "clause"), [
+    # A description, then what is asked: after a question mark, a colon, a dash or a comma.
+    ("is there a paper that offloads prefill to a phone npu? how much faster?", "how much faster?"),
+    ("the method that packs prompts to avoid padding: what speedup on llama-2 70b?", "what speedup on llama-2 70b?"),
+    ("system that chunks prompts - how much faster?", "how much faster?"),
+    ("a hybrid with 1/3 full attention layers, what prefill speedup?", "what prefill speedup?"),
+    # One clause, or later clauses that do not ask: the whole question.
+    ("how much faster is prefill with mllm-npu?", "how much faster is prefill with mllm-npu?"),
+    ("cacheblend, ttft speedup?", "cacheblend, ttft speedup?"),
+    ("which one, the yoco or swiftkv?", "which one, the yoco or swiftkv?"),
+])
+def test_the_clause_that_asks(question, clause):
+    from rag.intent import asked_clause
+
+    assert asked_clause(question) == clause
