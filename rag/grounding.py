@@ -110,6 +110,14 @@ def states_asked_kind(question: str, sentence: str) -> bool:
     return not _ASKS_PERCENT.search(question) or bool(_PERCENT.search(sentence))
 
 
+def keeps_settings(question: str, sentence: str, subject: str = "") -> bool:
+    """Whether a sentence holds every figure the question sets ("speedup on Llama 13B", "at 128K
+    context"): a figure for another setting ("1.4x for Llama 7B") does not answer it. Figures of
+    the subject's name do not count."""
+    # The sentence's side counts digits inside names too: "falcon 180b" is set by "Falcon-180B".
+    return figures(question) - figures(subject) <= set(re.findall(r"\d+(?:\.\d+)*", sentence.replace(",", "")))
+
+
 def asked_terms(question: str, subject: str = "") -> frozenset[str]:
     """The content terms of what a question asks about: the words after its question word up to
     the first stopword ("what prefill chunk size did ..." -> prefill, chunk; "how many gpus and

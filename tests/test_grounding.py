@@ -138,3 +138,15 @@ def test_a_percentage_question_is_answered_by_a_percentage():
     # A percentage in a description is not what is asked.
     described = "an encoder with a 30% masking ratio - how fast does it train?"
     assert states_asked_kind(described, "It trains in 1.13 hours.")
+
+
+def test_a_figure_asked_for_a_setting_is_a_figure_of_that_setting():
+    from rag.grounding import keeps_settings
+
+    question = "What speedup does KV-Runahead give for Llama 13B?"
+    assert not keeps_settings(question, "It offers 1.4x and 1.6x speedups for Llama 7B and Falcon 7B.")
+    assert keeps_settings(question, "It gives a 1.5x speedup for Llama 13B.")
+    # Digits inside a name set it too, and the subject's own figures are not a setting.
+    assert keeps_settings("sarathi-serve gain for falcon 180b on 8 gpus?", "up to 6.9x for Falcon-180B on 8 A100 GPUs")
+    assert keeps_settings("mllm-npu 1000 tok/s on which model?", "It is fast.", "Empowering 1000 tokens/second")
+    assert keeps_settings("how much faster is it?", "It is 2x faster.")
