@@ -62,12 +62,14 @@ _ASKED_START = re.compile(r"\b(?:what(?:'s|s)?|which|how (?:many|much))\s+(?:(?:
                           r"(?:(?:the|a|an)\s+)?", re.I)
 # Words that say what kind of figure is asked, not what it is a figure of: the figure itself is
 # checked, and an abstract says "2.3x faster" for "how much speedup", "reduces memory by 40%" for
-# "how much does it cut memory". English words for a quantity and its change, not topics.
+# "how much does it cut memory". English words for a quantity and its change, not topics
+# ("better", "max", "overall" added in session 10 after dev's "how much better ...", "the max
+# speedup" asked for "better" and "max" beside the figure).
 FIGURE_KIND = frozenset(content_terms(
     "speedup speed speeds fast faster quick quicker accelerate acceleration size rate ratio number percentage "
     "fraction share factor amount times improvement improve reduction reduce gain cut shrink lower decrease "
     "drop save saving savings boost increase raise grow slash count long take took big large small high low "
-    "more less"))
+    "more less better best good max maximum min minimum peak overall total"))
 
 
 # What a question sets aside ("decoding, not prefill", "rather than training"): up to three words

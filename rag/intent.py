@@ -122,8 +122,8 @@ def sides(question: str) -> list[str]:
 
 # Where a question's clauses part: after "?", ".", ";", ":" or ",", and around a dash.
 _CLAUSE_BREAK = re.compile(r"(?<=[?.;:,])\s+|\s+[-\u2013\u2014]+\s+")
-_ASKING = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:how|what|what's|whats|which|who|whose|when|where|why|does|do|did|"
-                     r"is|are|was|were|can|could)\b", re.I)
+_ASKING = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:by\s+)?(?:how|what|what's|whats|which|who|whose|when|where|why|"
+                     r"does|do|did|is|are|was|were|can|could)\b", re.I)
 
 
 def asked_clause(question: str) -> str:

@@ -57,6 +57,9 @@ def test_the_words_for_a_figures_kind_are_not_what_a_figure_question_asks():
     assert figure_coverage(focus, sentence, None) == 1.0
     assert figure_coverage(focus_terms(question, "SLoPe"), sentence, None) < 1.0  # "cut" is not in it
     assert figure_coverage(focus, "SLoPe speeds up training by 1.14x.", None) == 0.0
+    # "how much better", "the max speedup": the figure's kind, not a word the sentence must hold.
+    assert asked_terms("whats the max speedup on web ranking?") == frozenset()
+    assert focus_terms("how much better was ttft?", wants="figure") == focus_terms("ttft")
 
 
 def test_what_a_question_sets_aside_is_not_what_it_asks():

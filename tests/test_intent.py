@@ -73,6 +73,7 @@ def test_the_sides_of_a_comparison():
     ("is there a paper that offloads prefill to a phone npu? how much faster?", "how much faster?"),
     ("the method that packs prompts to avoid padding: what speedup on llama-2 70b?", "what speedup on llama-2 70b?"),
     ("system that chunks prompts - how much faster?", "how much faster?"),
+    ("the paper that packs prompts, which also helps - by how much on gpt-3?", "by how much on gpt-3?"),
     ("a hybrid with 1/3 full attention layers, what prefill speedup?", "what prefill speedup?"),
     # One clause, or later clauses that do not ask: the whole question.
     ("how much faster is prefill with mllm-npu?", "how much faster is prefill with mllm-npu?"),
