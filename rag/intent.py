@@ -15,7 +15,7 @@ from typing import Literal
 
 from .tuning import LANGUAGE_MIN_WORDS
 
-# Function words of the languages users wrote in (dev split: de, fr, es, pt, it-like; English for
+# Function words of the languages users wrote in (dev split: de, fr, es, pt, it; English for
 # contrast). A question is in the language whose words it uses most, English unless another has
 # at least two and more than English.
 _FUNCTION_WORDS = {
@@ -29,7 +29,8 @@ _FUNCTION_WORDS = {
           "sobre cómo se al su sus este esta en y o más",
     "pt": "o a os as é são qual quais quanto quanta quantos quantas uma um para com por do da dos das que há "
           "sobre como em no na nos nas seu sua este esta mais e ou",
-    "it": "il lo gli le è sono quale quali quanto quanti una un per con che del della sul sulla come",
+    "it": "il lo gli le è sono quale quali quanto quanti quanta quante una un per con che del della sul sulla come "
+          "di nel nella nei negli delle degli dei al alla dal dalla cosa ha hanno ci si non più ed",
 }
 _WORDS = {lang: set(words.split()) for lang, words in _FUNCTION_WORDS.items()}
 

@@ -15,6 +15,7 @@ from rag.intent import intent, language
     ("Quelle est la vitesse de préremplissage de mllm-NPU ?", "fr"),
     ("¿Cuánto acelera LazyLLM el prefill?", "es"),
     ("Qual é o ganho do Sarathi-Serve no Falcon-180B?", "pt"),
+    ("Di quanto PreTTR riduce la latenza nel ranking di documenti web?", "it"),
     ("mllm-NPU 的预填充速度是多少？", "zh"),
     ("mllm-NPUのプリフィル速度はどれくらいですか？", "ja"),
 ])
