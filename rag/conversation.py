@@ -133,7 +133,9 @@ class FollowUps:
         k = max(self.settings.retrieval.k, self.settings.answer.sources)
         hits = self.retriever.retrieve(question, k)
         named = [h for h in hits if h.named]
-        focus = grounding.focus_terms(question)
+        # "gemma 2b" is two words, not three: a number also read out of a word ("2" of "2b") is not
+        # a word of its own (dev: J-046).
+        focus = {t for t in grounding.focus_terms(question) if not t.isdigit()}
         if previous is not None and previous.subject and not named:
             # "and MSG on bert-large?": a name the conversation's paper does not use, but another does.
             own = word_grams(" ".join(f"{h.title} {h.text}" for h in previous.subject))

@@ -77,9 +77,9 @@ _EXPLAIN = re.compile(r"^\W*(how (does|do|did|is|are|can|could)|why|explain|desc
 # Words that ask for a quantity (chosen on the exam-style set and the dev split's casual questions).
 _FIGURE = re.compile(
     r"\b(how (much|many|fast|large|big|long|small|far|often|well)|by what (factor|margin)|what (percentage|fraction|"
-    r"share|ratio|factor)|numbers?|figures?|speed[- ]?ups?|faster|slower|thr?o?u?ghput|thruput|latency|ttft|tbt|"
-    r"tokens?/s|tok/s|tokens per second|memory|savings?|saves?|reduc\w*|improv\w*|gains?|accuracy|perplexity|rate|"
-    r"ratio|percent|x|times|energy|cost|size|length|context|params?|parameters|budget|overhead|compression|"
+    r"share|ratio|factor)|numbers?|figures?|speed[- ]?ups?|speeds?|faster|slower|thr?o?u?ghput|thruput|latency|"
+    r"ttft|tbt|tokens?/s|tok/s|tokens per second|memory|savings?|saves?|reduc\w*|improv\w*|gains?|accuracy|"
+    r"perplexity|rate|ratio|percent|x|times|energy|cost|size|length|context|params?|parameters|budget|overhead|compression|"
     r"scores?)\b|%",
     re.I)
 # An explicit request for a quantity, which wins over "which system ...".

@@ -160,6 +160,10 @@ def test_an_ellipsis_asks_its_own_word_in_the_previous_kind_else_the_previous_qu
     # A fragment with no word of its own (here only a word for a figure's kind) asks the previous question again.
     again = engine.followups.turn("and the numbers?", previous)
     assert again.followup and previous.focus_question in again.focus_question
+    # "gemma 2b" is two words: the number read out of "2b" does not make it a question of its own.
+    previous = engine.followups.turn("What prefill and decode speeds does Transformer-Lite get on ChatGLM2 6B?", None)
+    setting = engine.followups.turn("and on gemma 2b?", previous)
+    assert setting.followup and setting.wants == "figure"
 
 
 @pytest.mark.parametrize("question", ["", "   \n\t ", "\x00\x01"])

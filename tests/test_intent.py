@@ -46,6 +46,7 @@ def test_language_of_a_question(question, lang):
     ("what is the new decoding method called?", 0, "fact", "name"),
     ("what's the method for fast generation from convolutional models?", 0, "fact", "name"),
     ("Which article proposes repeating the context in the prompt?", 0, "fact", "name"),
+    ("what decoding speeds does it reach?", 1, "fact", "figure"),
 ])
 def test_what_a_question_asks_for(question, named, kind, wants):
     got = intent(question, named)
