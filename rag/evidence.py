@@ -15,7 +15,7 @@ from .citations import Source, support
 from .grounding import Scored
 from .retrieve import Hit, HybridRetriever
 from .settings import Settings
-from .text import NAME, content_terms, names_in, split_sentences
+from .text import NAME, acronyms, content_terms, names_in, spell_acronyms, split_sentences
 from .tuning import RANK_PENALTY, SENTENCE_SUPPORT_WEIGHT, SOURCE_SCORE_RATIO
 
 if TYPE_CHECKING:
@@ -133,11 +133,15 @@ class Evidence:
             held = focus & content_terms(f"{hit.title} {hit.text}") or focus
             # "the decoding stage, not the prefill stage": "stage" is asked as well as set aside.
             excluded = set_aside - focus
+            # An acronym the abstract defines reads as its long form too: "TTFT" answers "time to
+            # first token" (dev: J-019).
+            defined = acronyms(f"{hit.title} {hit.text}")
             sims = vectors @ query
             for sentence, sim in zip(sentences, sims):
-                scored = Scored(sentence, grounding.coverage(focus, sentence, weights), float(sim),
+                read = spell_acronyms(sentence, defined)
+                scored = Scored(sentence, grounding.coverage(focus, read, weights), float(sim),
                                 bool(grounding.figures(sentence)),
-                                grounding.figure_coverage(held, sentence, weights, excluded))
+                                grounding.figure_coverage(held, read, weights, excluded))
                 out.append((scored.score(wants) - RANK_PENALTY * rank, scored, hit))
         out.sort(key=lambda x: -x[0])
         return [(scored, hit) for _, scored, hit in out]

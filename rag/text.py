@@ -205,3 +205,40 @@ def short_name(title: str) -> str:
     """How a paper is called in a sentence: its name before the colon, else its title."""
     head, colon, _ = title.partition(":")
     return head if colon and len(head.split()) <= 4 else title
+
+
+# "time-to-first-token (TTFT)", "Neural Processing Unit (NPU)": a long form, then its acronym in
+# brackets. Up to eight words before the bracket are tried.
+_DEFINED = re.compile(r"((?:[A-Za-z][\w']*[\s-]+){1,8})\(([A-Z][A-Za-z0-9]{1,9}?)s?\)")
+
+
+def acronyms(text: str) -> dict[str, str]:
+    """The acronyms a text defines, each with its long form: "time-to-first-token (TTFT)" ->
+    {"TTFT": "time-to-first-token"}. The long form is the shortest run of words before the
+    bracket whose initials spell the acronym's letters."""
+    found: dict[str, str] = {}
+    for m in _DEFINED.finditer(text):
+        acronym, before = m.group(2), m.group(1)
+        letters = "".join(c for c in acronym.casefold() if c.isalpha())
+        words = re.findall(r"[A-Za-z][\w']*", before)
+        spans = [m2.start() for m2 in re.finditer(r"[A-Za-z][\w']*", before)]
+        for k in range(1, len(words) + 1):
+            if "".join(w[0].casefold() for w in words[-k:]) == letters:
+                found.setdefault(acronym, before[spans[-k]:].strip(" -"))
+                break
+    return found
+
+
+def spell_acronyms(sentence: str, defined: dict[str, str]) -> str:
+    """``sentence`` with each acronym of ``defined`` it uses followed by its long form, and each
+    long form by its acronym, so that either name matches a question's words ("how much does it
+    cut time to first token?" and "...reduces TTFT by 9.4x")."""
+    for acronym, long in defined.items():
+        short = re.compile(rf"\b{re.escape(acronym)}s?\b")
+        full = re.compile(re.escape(long), re.I)
+        found_short, found_long = short.search(sentence), full.search(sentence)
+        if found_short and not found_long:
+            sentence = f"{sentence[:found_short.end()]} ({long}){sentence[found_short.end():]}"
+        elif found_long and not found_short:
+            sentence = f"{sentence[:found_long.end()]} ({acronym}){sentence[found_long.end():]}"
+    return sentence

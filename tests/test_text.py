@@ -92,3 +92,27 @@ def test_the_words_before_a_leading_colon_name_the_subject():
     assert "prodiff vs matcha-tts" not in question_names("prodiff vs matcha-tts: how does each make TTS fast?")
     assert "so" not in question_names("so what is the ratio: 2x or 3x?")
     assert question_names("quick question: how fast is cacheblend?") == []  # ordinary words
+
+
+def test_an_acronym_the_abstract_defines_reads_as_its_long_form():
+    from rag.text import acronyms, spell_acronyms
+
+    defined = acronyms("It lowers the time-to-first-token (TTFT) and time per output token (TPOT) on a "
+                       "Neural Processing Unit (NPU) of large language models (LLMs).")
+    assert defined == {"TTFT": "time-to-first-token", "TPOT": "time per output token", "NPU": "Neural Processing Unit",
+                       "LLM": "large language models"}
+    assert acronyms("we test it (see below) on GLUE (SOTA)") == {}  # no long form spells them
+    assert spell_acronyms("TurboRAG reduces TTFT by 9.4x.", defined) == (
+        "TurboRAG reduces TTFT (time-to-first-token) by 9.4x.")
+    assert spell_acronyms("It cuts the time-to-first-token by 2x.", defined) == (
+        "It cuts the time-to-first-token (TTFT) by 2x.")
+    assert spell_acronyms("It is fast.", defined) == "It is fast."
+
+
+def test_a_figure_of_an_acronym_answers_the_long_form(make_engine):
+    # The question says "time to first token"; the figure's sentence says only "TTFT".
+    engine = make_engine()
+    turbo = next(h for h in engine.retrieve("TurboRAG time to first token") if h.title.startswith("TurboRAG"))
+    ranked = engine.evidence.rank_sentences("how much does TurboRAG cut time to first token?", [turbo], "figure")
+    figure = next(sc for sc, _ in ranked if "9.4x" in sc.text)
+    assert "time-to-first-token" not in figure.text and figure.coverage == 1.0 and figure.figure_coverage == 1.0
