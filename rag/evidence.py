@@ -147,19 +147,17 @@ class Evidence:
         return [(scored, hit) for _, scored, hit in out]
 
     def candidates(self, turn: Turn) -> list[Hit]:
-        """The papers a one-fact answer may come from: the conversation's or the named ones; else
-        the best hit, or for a question about several papers the best hits within
-        SOURCE_SCORE_RATIO of the best score."""
+        """The papers a one-fact answer may come from: the conversation's or the named ones, else
+        the best hit (lists and comparisons find their papers themselves)."""
         if turn.followup or any(h.named for h in turn.subject):
             return turn.subject
-        best = near_best(turn.hits[: self.settings.answer.sources])
-        # A question that describes one paper without naming it, and asks one thing, is about the
-        # paper retrieval ranks first. Another paper's sentence that holds the asked detail answers a
-        # different question: when the described paper lacks the detail, it is a near miss.
-        # Chosen on the dev split (375 questions, model-free planner): alone, abstained 83 -> 92 of
-        # 104 and answered 192 -> 187 of 213, the five lost answers all from a wrong paper; with
-        # the asked clause (conversation.py), answered 192 and abstained 91.
-        return best[:1]
+        # A question that describes one paper without naming it is about the paper retrieval ranks
+        # first. Another paper's sentence that holds the asked detail answers a different question:
+        # when the described paper lacks the detail, it is a near miss. Chosen on the dev split (375
+        # questions, model-free planner) against the hits within SOURCE_SCORE_RATIO of the best:
+        # alone, abstained 83 -> 92 of 104 and answered 192 -> 187 of 213, the five lost answers
+        # all from a wrong paper; with the asked clause (conversation.py), answered 192, abstained 91.
+        return turn.hits[:1]
 
     def select_sources(self, question: str, hits: list[Hit]) -> list[Source]:
         """Number the best hits as sources: the first one whole (see ``answer.first_source_full``), the
