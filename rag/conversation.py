@@ -104,6 +104,13 @@ class Translator:
         return found
 
 
+def _words(terms: frozenset[str]) -> set[str]:
+    """The terms as words of a question: terms with digits ("2b", "2", "1.5", "5b" of "qwen 1.5b")
+    are read out of one setting and count as one word (dev: J-046, "and on gemma 2b?")."""
+    words = {t for t in terms if not any(c.isdigit() for c in t)}
+    return words | ({"<setting>"} if len(words) < len(terms) else set())
+
+
 class FollowUps:
     """Resolves each question against the conversation before it (the conversation's state is its
     user questions, replayed: retrieval only, ~10 ms each)."""
@@ -133,9 +140,7 @@ class FollowUps:
         k = max(self.settings.retrieval.k, self.settings.answer.sources)
         hits = self.retriever.retrieve(question, k)
         named = [h for h in hits if h.named]
-        # "gemma 2b" is two words, not three: a number also read out of a word ("2" of "2b") is not
-        # a word of its own (dev: J-046).
-        focus = {t for t in grounding.focus_terms(question) if not t.isdigit()}
+        focus = _words(grounding.focus_terms(question))
         if previous is not None and previous.subject and not named:
             # "and MSG on bert-large?": a name the conversation's paper does not use, but another does.
             own = word_grams(" ".join(f"{h.title} {h.text}" for h in previous.subject))
@@ -162,14 +167,19 @@ class FollowUps:
             # An ellipsis with a word of its own ("storage?", "and for decoding?") asks about that,
             # in the previous question's kind (a figure); one that only names something ("on
             # llama-70b?", "and jrt-rnn?") asks the previous question again about it.
-            aim = f"{question} {previous.focus_question}" if elliptic and not self._own_aspect(question) else question
+            # A setting of its own ("on llama-33b?") replaces the previous question's ("for LLaMA-13B").
+            earlier = re.sub(r"\S*\d\S*", " ", previous.focus_question) if re.search(r"\d", question) \
+                else previous.focus_question
+            aim = f"{question} {earlier}" if elliptic and not self._own_aspect(question) else question
             return Turn(question, previous.subject, hits, True, aim, wants)
         subject = named or hits[:1]
         # A question that describes its paper has found it by the description; what it asks is in
         # its last asking clause, and only that clause's words say which sentence answers.
-        # A question for a name ("- what is it called?") is answered by the description itself.
+        # A question for a name ("- what is it called?") is answered by the description itself, and
+        # so is a clause that asks for nothing in particular ("- how much faster?"): with no focus
+        # of its own, any figure of the paper would cover it.
         clause = question if named or wanted.wants == "name" else asked_clause(question)
-        aim = clause if content_terms(clause) - grounding.GENERIC else question
+        aim = clause if grounding.focus_terms(clause, wants=wanted.wants) else question
         return Turn(question, subject, hits, False, aim, wanted.wants, wanted.kind)
 
     def _own_aspect(self, question: str) -> bool:

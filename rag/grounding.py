@@ -112,12 +112,33 @@ def states_asked_kind(question: str, sentence: str) -> bool:
     return not _ASKS_PERCENT.search(question) or bool(_PERCENT.search(sentence))
 
 
+# A figure that sets what is measured, not a value asked about: a model size, a context length,
+# a number of GPUs or bits ("llama 13b", "at 128k", "8 gpus", "4-bit"). "2x", "30%" or "1000
+# tokens/s" are values, not settings.
+_SETTING = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[\s-]?(b|bn|m|k|billion|million|gpus?|bits?)(?![\w/])", re.I)
+_SCALE = {"k": 1_000, "m": 1_000_000, "million": 1_000_000}
+
+
+def _numbers(text: str) -> set[float]:
+    """Every number written in ``text``, digits inside names too ("Falcon-180B" holds 180)."""
+    return {float(n) for n in re.findall(r"\d+(?:\.\d+)?", text.replace(",", ""))}
+
+
 def keeps_settings(question: str, sentence: str, subject: str = "") -> bool:
-    """Whether a sentence holds every figure the question sets ("speedup on Llama 13B", "at 128K
-    context"): a figure for another setting ("1.4x for Llama 7B") does not answer it. Figures of
-    the subject's name do not count."""
-    # The sentence's side counts digits inside names too: "falcon 180b" is set by "Falcon-180B".
-    return figures(question) - figures(subject) <= set(re.findall(r"\d+(?:\.\d+)*", sentence.replace(",", "")))
+    """Whether a sentence holds every setting the question asks about ("speedup on Llama 13B", "at
+    128K context", "on 8 GPUs"): a figure for another setting ("1.4x for Llama 7B") does not answer
+    it. "128k" is also held by "128,000" or "131,072"; numbers in the subject's name
+    ("Qwen2.5-1M") are not settings."""
+    held = _numbers(sentence)
+    names = _numbers(subject)
+    for number, unit in _SETTING.findall(question):
+        value = float(number)
+        if value in names:
+            continue
+        scale = _SCALE.get(unit.casefold(), 1)
+        if not (value in held or (scale > 1 and any(value * scale <= n <= value * scale * 1.05 for n in held))):
+            return False
+    return True
 
 
 def asked_terms(question: str, subject: str = "") -> frozenset[str]:

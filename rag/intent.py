@@ -30,7 +30,7 @@ _FUNCTION_WORDS = {
     "pt": "o a os as é são qual quais quanto quanta quantos quantas uma um para com por do da dos das que há "
           "sobre como em no na nos nas seu sua este esta mais e ou",
     "it": "il lo gli le è sono quale quali quanto quanti quanta quante una un per con che del della sul sulla come "
-          "di nel nella nei negli delle degli dei al alla dal dalla cosa ha hanno ci si non più ed",
+          "di nel nella nei negli delle degli dei alla dal dalla cosa ha hanno ci si non più ed",
 }
 _WORDS = {lang: set(words.split()) for lang, words in _FUNCTION_WORDS.items()}
 
@@ -61,7 +61,8 @@ def language(text: str) -> str:
         return "ar"
     if sum(not n.startswith("LATIN") for n in names) / len(letters) > 0.5:
         return "other"
-    words = re.findall(r"[\w'-]+", text.casefold())
+    # "Di et al." cites authors; it is not Italian.
+    words = re.findall(r"[\w'-]+", re.sub(r"\bet al\b\.?", " ", text.casefold()))
     counts = {lang: sum(w in vocab for w in words) for lang, vocab in _WORDS.items()}
     best = max((lang for lang in counts if lang != "en"), key=counts.__getitem__)
     return best if counts[best] >= LANGUAGE_MIN_WORDS and counts[best] > counts["en"] else "en"
@@ -77,8 +78,8 @@ _EXPLAIN = re.compile(r"^\W*(how (does|do|did|is|are|can|could)|why|explain|desc
 # Words that ask for a quantity (chosen on the exam-style set and the dev split's casual questions).
 _FIGURE = re.compile(
     r"\b(how (much|many|fast|large|big|long|small|far|often|well)|by what (factor|margin)|what (percentage|fraction|"
-    r"share|ratio|factor)|numbers?|figures?|speed[- ]?ups?|speeds?|faster|slower|thr?o?u?ghput|thruput|latency|"
-    r"ttft|tbt|tokens?/s|tok/s|tokens per second|memory|savings?|saves?|reduc\w*|improv\w*|gains?|accuracy|"
+    r"share|ratio|factor)|numbers?|figures?|speed[- ]?ups?|speeds?(?!\s+up\b)|faster|slower|thr?o?u?ghput|thruput|"
+    r"latency|ttft|tbt|tokens?/s|tok/s|tokens per second|memory|savings?|saves?|reduc\w*|improv\w*|gains?|accuracy|"
     r"perplexity|rate|ratio|percent|x|times|energy|cost|size|length|context|params?|parameters|budget|overhead|compression|"
     r"scores?)\b|%",
     re.I)
@@ -93,8 +94,10 @@ _CALLED = re.compile(r"\bwhat(?:'?s| is| was)? (?:it|that|this|the (?:\w+\s){0,2
 # "anyone ...?"): the paper is wanted, whatever quantities its description mentions.
 _EXISTS = re.compile(r"\b(?:is|are) there\b|^\W*(?:any|anyone|anybody)\b", re.I)
 # "what's the method ...", "which article ..." too (dev: E-027, J-063).
-_WHICH = re.compile(r"^\W*(which|what(?:'?s)?|who)\s+([\w-]+\s+){0,2}?(paper|article|work|method|system|approach|"
-                    r"model|technique|framework|library|algorithm|study|one|tool)\b", re.I)
+# Not "what's the model size", "the method's speedup": a quantity of the thing is asked.
+_WHICH = re.compile(r"^\W*(which|what(?:['\u2019]?s)?|who)\s+([\w-]+\s+){0,2}?(paper|article|work|method|system|"
+                    r"approach|model|technique|framework|library|algorithm|study|one|tool)\b(?!['\u2019]s\b|\s+(?:size|"
+                    r"sizes|speed|speedup|throughput|latency|accuracy|memory|cost|score|parameters|params)\b)", re.I)
 # Asking to identify a paper or system (`which/what <thing>`, `who`, `is there a paper`).
 _NAME = re.compile(r"\b(which|what|who|whose|name of|is there|any)\b.{0,40}\b(paper|work|method|system|approach|"
                    r"model|technique|framework|library|algorithm|study|one|tool|idea)\b|\bwho\b", re.I)
@@ -123,20 +126,29 @@ def sides(question: str) -> list[str]:
 
 # Where a question's clauses part: after "?", ".", ";", ":" or ",", and around a dash.
 _CLAUSE_BREAK = re.compile(r"(?<=[?.;:,])\s+|\s+[-\u2013\u2014]+\s+")
-_ASKING = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:by\s+)?(?:how|what|what's|whats|which|who|whose|when|where|why|"
-                     r"does|do|did|is|are|was|were|can|could)\b", re.I)
+_ASKING = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:by\s+)?(?:how|what|what['\u2019]s|whats|which|who|whose|when|where|"
+                     r"why|does|do|did|is|are|was|were|can|could)\b", re.I)
+# After a comma, "which", "who", "when" ... usually open a relative clause ("..., which matters for
+# RAG"), not the question: there only these open one.
+_ASKING_AFTER_COMMA = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:by\s+)?(?:how|what|what['\u2019]s|whats)\b", re.I)
+# A first clause that asks whether such a paper exists describes it ("is there a paper that ...?").
+_ASKS_EXISTENCE = re.compile(r"^\W*(?:is|are)\s+there\b|^\W*(?:any|anyone|anybody)\b", re.I)
 
 
 def asked_clause(question: str) -> str:
-    """The clause of a question that asks, when it has several: "the system that chunks prompts
-    for the phone's NPU, how much faster is prefill?" -> "how much faster is prefill?". A question
-    that describes its paper spends its first clauses on the description, which retrieval has
-    used; the last later clause that opens with a question word says what is asked. The whole
-    question when none does. English grammar, not topics."""
+    """The clause of a question that asks, when it opens with a description: "the system that
+    chunks prompts for the phone's NPU, how much faster is prefill?" -> "how much faster is
+    prefill?". Such a question spends its first clause on the description, which retrieval has
+    used; its last clause that opens with a question word says what is asked. The whole question
+    when it opens by asking ("how much faster is X, and is it lossless?"), or no later clause
+    opens with a question word. English grammar, not topics."""
     question = question.strip()
+    if _ASKING.match(question) and not _ASKS_EXISTENCE.match(question):
+        return question
     for brk in reversed(list(_CLAUSE_BREAK.finditer(question))):
         rest = question[brk.end():]
-        if _ASKING.match(rest) and len(rest.split()) >= 2:
+        opener = _ASKING_AFTER_COMMA if question[brk.start() - 1: brk.start()] == "," else _ASKING
+        if opener.match(rest) and len(rest.split()) >= 2:
             return rest
     return question
 

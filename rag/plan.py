@@ -81,14 +81,16 @@ class Planner:
         names = " ".join(n for h in turn.subject for n in self.retriever.own_names(h))
         asked = grounding.asked_terms(turn.focus_question, names)
         # A figure asked for a setting ("on Llama 13B", "at 128K") is a figure of that setting (dev
-        # planner, 375: abstained 91 -> 92 of 104, answered 192 -> 191, the lost one from a wrong paper).
+        # planner, 375: abstained 91 -> 92 of 104, answers unchanged). The settings are the
+        # question's own: an ellipsis's aim also holds the previous question's words.
         # A translation's words are the 0.5B model's paraphrase ("delay" for latency), not the
         # user's: a translated question is held to meaning, as a described one is (dev split).
+        settings = turn.question if turn.followup else turn.focus_question
         answering = [(sc, h) for sc, h in ranked
                      if grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")
                      and grounding.holds_asked(asked, sc.text, turn.wants)
                      and grounding.states_asked_kind(turn.focus_question, sc.text)
-                     and (turn.wants != "figure" or grounding.keeps_settings(turn.focus_question, sc.text, names))]
+                     and (turn.wants != "figure" or grounding.keeps_settings(settings, sc.text, names))]
         if not answering:
             return Plan("near-miss", ranked, answering, candidates)
         if identified := self.written.identify(english, turn, *answering[0]):

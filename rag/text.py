@@ -209,7 +209,7 @@ def short_name(title: str) -> str:
 
 # "time-to-first-token (TTFT)", "Neural Processing Unit (NPU)": a long form, then its acronym in
 # brackets. Up to eight words before the bracket are tried.
-_DEFINED = re.compile(r"((?:[A-Za-z][\w']*[\s-]+){1,8})\(([A-Z][A-Za-z0-9]{1,9}?)s?\)")
+_DEFINED = re.compile(r"(?<![\w'])((?:[A-Za-z][\w']*[\s-]+){1,8})\(([A-Z][A-Za-z0-9]{1,9}?)s?\)")
 
 
 def acronyms(text: str) -> dict[str, str]:
@@ -220,6 +220,8 @@ def acronyms(text: str) -> dict[str, str]:
     for m in _DEFINED.finditer(text):
         acronym, before = m.group(2), m.group(1)
         letters = "".join(c for c in acronym.casefold() if c.isalpha())
+        if len(letters) < 2:  # "accelerator (A100)" spells nothing
+            continue
         words = re.findall(r"[A-Za-z][\w']*", before)
         spans = [m2.start() for m2 in re.finditer(r"[A-Za-z][\w']*", before)]
         for k in range(1, len(words) + 1):
@@ -234,8 +236,9 @@ def spell_acronyms(sentence: str, defined: dict[str, str]) -> str:
     long form by its acronym, so that either name matches a question's words ("how much does it
     cut time to first token?" and "...reduces TTFT by 9.4x")."""
     for acronym, long in defined.items():
-        short = re.compile(rf"\b{re.escape(acronym)}s?\b")
-        full = re.compile(re.escape(long), re.I)
+        # Whole words only: not the "NPU" of "mllm-NPU", nor the "key value" of "monkey values".
+        short = re.compile(rf"(?<![\w-]){re.escape(acronym)}s?(?![\w-])")
+        full = re.compile(rf"\b{re.escape(long)}s?\b", re.I)
         found_short, found_long = short.search(sentence), full.search(sentence)
         if found_short and not found_long:
             sentence = f"{sentence[:found_short.end()]} ({long}){sentence[found_short.end():]}"

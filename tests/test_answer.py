@@ -167,6 +167,14 @@ def test_an_ellipsis_asks_its_own_word_in_the_previous_kind_else_the_previous_qu
     assert setting.followup and setting.wants == "figure"
 
 
+def test_an_ellipsis_is_held_to_its_own_setting_not_the_previous_questions(make_engine):
+    engine = make_engine()
+    previous = engine.followups.turn("how much does SARATHI improve decode throughput for LLaMA-13B?", None)
+    turn = engine.followups.turn("and on llama-33b?", previous)
+    plan = engine.planner.plan(turn.question, turn)
+    assert turn.followup and plan.kind == "fact" and "33B" in plan.answering[0][0].text
+
+
 @pytest.mark.parametrize("question", ["", "   \n\t ", "\x00\x01"])
 def test_empty_questions_are_refused(make_engine, question):
     with pytest.raises(QuestionError, match="empty"):

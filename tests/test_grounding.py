@@ -149,7 +149,13 @@ def test_a_figure_asked_for_a_setting_is_a_figure_of_that_setting():
     question = "What speedup does KV-Runahead give for Llama 13B?"
     assert not keeps_settings(question, "It offers 1.4x and 1.6x speedups for Llama 7B and Falcon 7B.")
     assert keeps_settings(question, "It gives a 1.5x speedup for Llama 13B.")
-    # Digits inside a name set it too, and the subject's own figures are not a setting.
+    # Digits inside a name set it too; a setting in other units is the same setting.
     assert keeps_settings("sarathi-serve gain for falcon 180b on 8 gpus?", "up to 6.9x for Falcon-180B on 8 A100 GPUs")
-    assert keeps_settings("mllm-npu 1000 tok/s on which model?", "It is fast.", "Empowering 1000 tokens/second")
-    assert keeps_settings("how much faster is it?", "It is 2x faster.")
+    assert keeps_settings("speedup at 128k context?", "At 131,072 tokens it is 3x faster.")
+    assert not keeps_settings("speedup at 128k context?", "At 32K tokens it is 3x faster.")
+    assert not keeps_settings("accuracy at 4-bit?", "Its 8-bit weights lose 1%.")
+    # Values asked about, years and the subject's own numbers are not settings.
+    assert keeps_settings("is it really 2x faster?", "It is 2.1x faster.")
+    assert keeps_settings("does it get over 1000 tokens/s?", "It reaches 1,100 tokens per second.")
+    assert keeps_settings("the 2024 paper, how much faster?", "It is 2x faster.")
+    assert keeps_settings("how fast is qwen 2.5 1m?", "It is 3x faster.", "Qwen2.5-1M Technical Report")

@@ -107,6 +107,10 @@ def test_an_acronym_the_abstract_defines_reads_as_its_long_form():
     assert spell_acronyms("It cuts the time-to-first-token by 2x.", defined) == (
         "It cuts the time-to-first-token (TTFT) by 2x.")
     assert spell_acronyms("It is fast.", defined) == "It is fast."
+    # Whole words only, and an acronym of one letter spells nothing.
+    assert spell_acronyms("mllm-NPU is fast.", defined) == "mllm-NPU is fast."
+    assert spell_acronyms("The monkey values.", {"KV": "key value"}) == "The monkey values."
+    assert acronyms("one accelerator (A100).") == {}
 
 
 def test_a_figure_of_an_acronym_answers_the_long_form(make_engine):
