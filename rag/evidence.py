@@ -74,7 +74,7 @@ class Evidence:
         self.settings = settings
         self.embed_model = embed_model
         self.retriever = retriever
-        self._sentence_cache: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
+        self._sentence_cache: dict[tuple[str, str], tuple[list[str], np.ndarray, list[str]]] = {}
         self._cache_lock = threading.Lock()
         self._last_query: tuple[str, np.ndarray] | None = None
 
@@ -85,13 +85,17 @@ class Evidence:
             last = self._last_query = (question, np.asarray(self.embed_model.get_query_embedding(question)))
         return last[1]
 
-    def sentences(self, hit: Hit) -> tuple[list[str], np.ndarray]:
-        """A passage's sentences and their embeddings, cached: the same papers come back often."""
+    def sentences(self, hit: Hit) -> tuple[list[str], np.ndarray, list[str]]:
+        """A passage's sentences, their embeddings, and each sentence as its words are read for
+        scoring (an acronym the paper defines followed by its long form and back: "TTFT" answers
+        "time to first token"), cached: the same papers come back often."""
         key = (hit.paper_id, hit.text)
         found = self._sentence_cache.get(key)
         if found is None:
             sentences = split_sentences(hit.text) or [hit.text]
-            found = (sentences, np.asarray(self.embed_model.get_text_embedding_batch(sentences)))
+            defined = acronyms(f"{hit.title} {hit.text}")
+            found = (sentences, np.asarray(self.embed_model.get_text_embedding_batch(sentences)),
+                     [spell_acronyms(sentence, defined) for sentence in sentences])
             with self._cache_lock:  # answers run side by side on the page
                 self._sentence_cache[key] = found
                 if len(self._sentence_cache) > SENTENCE_CACHE_SIZE:
@@ -101,7 +105,7 @@ class Evidence:
     def best_sentences(self, question: str, hit: Hit, k: int) -> tuple[list[str], float]:
         """The ``k`` sentences of a passage that best match the question (in the passage's order),
         and the best word support any sentence gives the question."""
-        sentences, vectors = self.sentences(hit)
+        sentences, vectors, _ = self.sentences(hit)
         terms = content_terms(question)
         weights = self.retriever.term_weights()
         supports = np.array([support(terms, x, weights) for x in sentences])
@@ -124,7 +128,7 @@ class Evidence:
         set_aside = grounding.set_aside(aim)
         out: list[tuple[float, Scored, Hit]] = []
         for rank, hit in enumerate(hits):
-            sentences, vectors = self.sentences(hit)
+            sentences, vectors, readings = self.sentences(hit)
             names = " ".join(self.retriever.own_names(hit))
             focus = grounding.focus_terms(aim, f"{hit.title} {names} {others}", asked, wants)
             # A figure answers when the words around it are the asked words its paper uses: a
@@ -133,12 +137,10 @@ class Evidence:
             held = focus & content_terms(f"{hit.title} {hit.text}") or focus
             # "the decoding stage, not the prefill stage": "stage" is asked as well as set aside.
             excluded = set_aside - focus
-            # An acronym the abstract defines reads as its long form too: "TTFT" answers "time to
-            # first token" (dev: J-019).
-            defined = acronyms(f"{hit.title} {hit.text}")
+            # Words are read with the paper's acronyms spelt out (dev: J-019, "TTFT" for "time to
+            # first token").
             sims = vectors @ query
-            for sentence, sim in zip(sentences, sims):
-                read = spell_acronyms(sentence, defined)
+            for sentence, read, sim in zip(sentences, readings, sims):
                 scored = Scored(sentence, grounding.coverage(focus, read, weights), float(sim),
                                 bool(grounding.figures(sentence)),
                                 grounding.figure_coverage(held, read, weights, excluded))

@@ -126,11 +126,11 @@ def sides(question: str) -> list[str]:
 
 # Where a question's clauses part: after "?", ".", ";", ":" or ",", and around a dash.
 _CLAUSE_BREAK = re.compile(r"(?<=[?.;:,])\s+|\s+[-\u2013\u2014]+\s+")
-_ASKING = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:by\s+)?(?:how|what|what['\u2019]s|whats|which|who|whose|when|where|"
-                     r"why|does|do|did|is|are|was|were|can|could)\b", re.I)
+_ASKING = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:by\s+)?(?P<word>how|what|what['\u2019]s|whats|which|who|whose|when|"
+                     r"where|why|does|do|did|is|are|was|were|can|could)\b", re.I)
 # After a comma, "which", "who", "when" ... usually open a relative clause ("..., which matters for
 # RAG"), not the question: there only these open one.
-_ASKING_AFTER_COMMA = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:by\s+)?(?:how|what|what['\u2019]s|whats)\b", re.I)
+_OPENS_AFTER_COMMA = {"how", "what", "what's", "what\u2019s", "whats"}
 # A first clause that asks whether such a paper exists describes it ("is there a paper that ...?").
 _ASKS_EXISTENCE = re.compile(r"^\W*(?:is|are)\s+there\b|^\W*(?:any|anyone|anybody)\b", re.I)
 
@@ -147,8 +147,9 @@ def asked_clause(question: str) -> str:
         return question
     for brk in reversed(list(_CLAUSE_BREAK.finditer(question))):
         rest = question[brk.end():]
-        opener = _ASKING_AFTER_COMMA if question[brk.start() - 1: brk.start()] == "," else _ASKING
-        if opener.match(rest) and len(rest.split()) >= 2:
+        opener = _ASKING.match(rest)
+        after_comma = question[brk.start() - 1: brk.start()] == ","
+        if opener and (not after_comma or opener["word"].casefold() in _OPENS_AFTER_COMMA) and len(rest.split()) >= 2:
             return rest
     return question
 
