@@ -6,6 +6,7 @@
     paperchat eval --chat --split fresh    # a second frozen split, written later: aggregates only
     paperchat eval --chat --split fresh2   # a third, written later still: aggregates only
     paperchat eval --chat --split fresh3   # a fourth (session 10): aggregates only
+    paperchat eval --chat --split fresh4   # a fifth (session 11): aggregates only
 
 `eval/questions-chat.jsonl` was written by helpers who saw the abstracts but not the engine's code
 (casual shorthand with typos, described ideas, lists, comparisons, follow-ups with pronouns and
@@ -29,6 +30,12 @@ Session 10 began by having two more helpers (abstracts only, no engine code) wri
 (150 questions, H-*, all nine styles; run on the code as it stood before any change of that session,
 and once more at its end) and 100 dev questions (J-*: lists, comparisons, follow-ups, other languages
 and near misses that do not name their paper).
+
+Session 11 began the same way: two helpers (abstracts only, no engine code, each told a different
+persona) wrote the "fresh4" split (150 questions, K-* and M-*, all nine styles, unanswerable
+follow-ups and non-English near misses among them), and a third wrote 90 dev questions (N-*:
+unanswerable follow-ups, follow-ups asking a category that the abstract answers with an instance,
+comparisons, other languages and lists), the kinds dev had too few of to price a change on.
 """
 
 from __future__ import annotations
@@ -53,9 +60,9 @@ CHAT_QUESTIONS = HERE / "questions-chat.jsonl"
 STYLES = ("casual", "described", "list", "compare", "followup-pronoun", "followup-ellipsis", "non-english",
           "near-miss", "absent")
 UNANSWERABLE_STYLES = {"near-miss", "absent"}
-SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3")
+SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4")
 #: Splits reported as aggregates only: nothing is chosen on them.
-FROZEN = ("test", "fresh", "fresh2", "fresh3")
+FROZEN = ("test", "fresh", "fresh2", "fresh3", "fresh4")
 
 #: Issue 13's bar, on the test split.
 TARGETS = {"answered": 0.90, "abstained": 0.85, "key_facts": 0.75, "key_facts_min_style": 0.60,
