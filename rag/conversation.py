@@ -16,7 +16,7 @@ from .intent import asked_clause, function_word, intent, language, spell_out
 from .llm import LLMError, Message
 from .retrieve import Hit, HybridRetriever, KeywordIndex
 from .settings import Settings
-from .text import content_terms, mentions, name_forms, question_names, short_name, word_grams
+from .text import content_terms, mentions, name_forms, question_names, short_name, squash, word_grams
 from .tuning import ELLIPSIS_TERMS
 
 log = logging.getLogger(__name__)
@@ -88,14 +88,19 @@ class Translator:
             found = question
         # Names by their form only (CamelCase, acronyms, digits): in German every noun is capitalised.
         original = word_grams(question)
-        for name in name_forms(found):  # one the original does not hold was made up
-            if not mentions(name, original):
+        names = name_forms(question)
+        whole = {squash(n) for n in names}
+        for name in name_forms(found):  # one the original does not hold was made up, or cut up ("Qwen2. 5-1M")
+            cut = squash(name) not in whole and re.search(r"\d", name) and any(squash(name) in n for n in whole)
+            if not mentions(name, original) or cut:
                 found = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", " ", found)
         # A name the translation lost would lose the paper: keep every name of the original, and
         # every word the collection uses in only a few chunks, which is how a name typed in lower
         # case looks ("minference", "prodiff"); the language's own words are not in its vocabulary,
-        # and those that are ("plus") are function words.
-        kept = {n.casefold(): n for n in [*name_forms(question), *rare_words(question, self.retriever.keyword_index())]}
+        # and those that are ("plus") are function words. A rare word inside a name is that name.
+        rare = [w for w in rare_words(question, self.retriever.keyword_index())
+                if not any(squash(w) in squash(n) for n in names)]
+        kept = {n.casefold(): n for n in [*names, *rare]}
         found = clean_text(" ".join([found, *(n for key, n in kept.items() if key not in found.casefold())]))
         with self._lock:
             self._translations[question] = found
@@ -142,12 +147,17 @@ class FollowUps:
         named = [h for h in hits if h.named]
         focus = _words(grounding.focus_terms(question))
         if previous is not None and previous.subject and not named:
-            # "and MSG on bert-large?": a name the conversation's paper does not use, but another does.
+            # "and MSG on bert-large?": a name the conversation's paper does not use, but another
+            # paper goes by or mentions. When the question refers back ("its speedup on an h100?",
+            # "does it work for llama 13b?"), only a paper's own name starts a new subject: a name
+            # another abstract merely mentions is asked of the conversation's paper.
             own = word_grams(" ".join(f"{h.title} {h.text}" for h in previous.subject))
             known = self.retriever.term_weights().known
+            refers = bool(REFERS_BACK.search(question))
             for name in question_names(question):
                 if not mentions(name, own, known):
-                    named = [h for h in hits if mentions(name, word_grams(f"{h.title} {h.text}"), known)][:1]
+                    named = [h for h in hits if mentions(name, word_grams(
+                        " ".join(self.retriever.own_names(h)) if refers else f"{h.title} {h.text}"), known)][:1]
                     if named:
                         named[0].named = True
                         break
@@ -156,8 +166,12 @@ class FollowUps:
         # conversation's paper is among its hits, or it finds nothing relevant by itself
         # ("what is speculative decoding?" after a question about CacheBlend starts anew).
         ids = {h.paper_id for h in previous.subject} if previous is not None else set()
+        # A question with no word of its own ("which models?") or only words the conversation's
+        # paper uses ("what gpu?" of a paper run on a 2080Ti GPU) asks about that paper.
+        used = _words(content_terms(" ".join(h.text for h in previous.subject))) if previous is not None else set()
         short = len(focus) <= ELLIPSIS_TERMS and (
             not _QUESTION_WORD.search(question)  # a fragment: "decoding?", "on yi-9b?"
+            or focus <= used
             or any(h.paper_id in ids for h in hits) or not self.gate.relevant(question, hits))
         if previous is not None and previous.subject and not named and wanted.kind == "fact" and (
                 _CONTINUES.search(question) or REFERS_BACK.search(question) or short):

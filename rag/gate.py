@@ -56,6 +56,10 @@ class RelevanceGate:
             # A long name with digits may sit inside a longer one ("Llama-3.1-70B-Instruct").
             if len(squash(name)) >= LONG_NAME and re.search(r"\d", name) and squash(name) in squashed:
                 return True
-            return mentions(name, evidence) or mentions(name.rstrip("s"), evidence)
+            if mentions(name, evidence) or mentions(name.rstrip("s"), evidence):
+                return True
+            # Other languages join a name to their own words ("LoRA-Training"): its name parts count.
+            parts = [p for p in name.split("-") if name_forms(p)] if not strict_names and "-" in name else []
+            return bool(parts) and len(parts) < len(name.split("-")) and all(found(p) for p in parts)
 
         return not all(found(n) for n in names)

@@ -10,10 +10,11 @@ is there, the asked detail is not).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .citations import TermWeights, support
-from .text import NAME, content_terms
+from .text import NAME, PROPER, content_terms, mentions, name_forms, squash, word_grams
 from .tuning import (
     ANCHORED_COVERAGE,
     ASKED_MAX_WORDS,
@@ -21,6 +22,7 @@ from .tuning import (
     ECHO_NEW_TERMS,
     FIGURE_BONUS,
     FIGURE_WINDOW,
+    GENERIC_NAME_SHARE,
     UNANCHORED_MIN_SCORE,
 )
 
@@ -106,9 +108,20 @@ _ASKS_PERCENT = re.compile(r"\b(?:what(?:'?s)?(?:\s+(?:is|are|was|were))?(?:\s+t
 _PERCENT = re.compile(r"\d\s*\\?%|\bpercent", re.I)
 
 
+# A question for a speedup ("how much faster", "speedup number?") is answered by a ratio ("2.3x",
+# "2.00times", "three times", "40%"), not by another figure of the paper ("up to 10 million
+# tokens"). English words for a ratio, from the dev split's follow-ups; "speed" alone is not one
+# ("prefill speed in tokens/s").
+_ASKS_RATIO = re.compile(r"\b(?:speed-?ups?|speed up|faster|slower|how many times)\b", re.I)
+_RATIO = re.compile(r"\d\s*(?:x|\u00d7|times)\b|\btimes\b|\bfold\b", re.I)
+
+
 def states_asked_kind(question: str, sentence: str) -> bool:
     """Whether a sentence states the kind of figure asked: a percentage for "what percentage ...?"
-    ("2.2-3.3x" does not say what share of the tokens is recomputed); True for other questions."""
+    ("2.2-3.3x" does not say what share of the tokens is recomputed), a ratio or a percentage for
+    a speedup; True for other questions."""
+    if _ASKS_RATIO.search(question) and not (_RATIO.search(sentence) or _PERCENT.search(sentence)):
+        return False
     return not _ASKS_PERCENT.search(question) or bool(_PERCENT.search(sentence))
 
 
@@ -161,6 +174,22 @@ def asked_terms(question: str, subject: str = "") -> frozenset[str]:
     if terms & GENERIC:  # "which closed model ...", "which system ...": a name is asked, not a detail
         return frozenset()
     return frozenset(terms - content_terms(subject) - FIGURE_KIND)
+
+
+def asks_which(question: str) -> bool:
+    """Whether a question asks which thing ("what hardware ...", "which benchmark ...")."""
+    return bool(_ASKED_START.search(question))
+
+
+def names_new(sentence: str, question: str, known: set[str], share: Callable[[str], float]) -> bool:
+    """Whether a sentence names something the question does not: a name by its form (H100,
+    LongGenBench, Phi-3-mini) or a capitalised word inside it (Pythia), that is not one of
+    ``known`` (the paper's own names, squashed), not a figure ("1.67x", "410M") and not a name most
+    of the collection uses ("LLM", "KV": ``share`` of chunks GENERIC_NAME_SHARE or more)."""
+    asked = word_grams(question)
+    return any(squash(n) not in known and not re.fullmatch(r"\d[\d.,]*[A-Za-z]{0,2}", n)
+               and share(n) < GENERIC_NAME_SHARE and not mentions(n, asked)
+               for n in name_forms(sentence) + PROPER.findall(sentence))
 
 
 def holds_asked(asked: frozenset[str], sentence: str, wants: str = "other") -> bool:

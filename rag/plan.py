@@ -11,6 +11,7 @@ from .evidence import Evidence
 from .gate import RelevanceGate
 from .grounding import Scored
 from .retrieve import Hit, HybridRetriever
+from .text import squash
 from .tuning import LIST_CANDIDATES
 from .written import Written, WrittenAnswers
 
@@ -76,6 +77,12 @@ class Planner:
         ranked = self.evidence.rank_sentences(turn.focus_question, candidates, turn.wants)
         if not ranked:
             return Plan("retrieval")
+        # A question about its paper (named, or a follow-up) that uses a name the paper never
+        # mentions ("its speedup on an h100?" of an A100 paper) asks what the paper does not report.
+        # English only: a translation's names are the model's spelling ("Qwen2. 5-1M").
+        if lang == "en" and (turn.followup or any(h.named for h in turn.subject)) and \
+                self.gate.unknown_name(english, turn.subject):
+            return Plan("near-miss", ranked, [], candidates)
         # Title words other than the paper's names may be what is asked ("what chunk size does
         # SARATHI use for its chunked prefills?").
         names = " ".join(n for h in turn.subject for n in self.retriever.own_names(h))
@@ -86,13 +93,29 @@ class Planner:
         # A translation's words are the 0.5B model's paraphrase ("delay" for latency), not the
         # user's: a translated question is held to meaning, as a described one is (dev split).
         settings = turn.question if turn.followup else turn.focus_question
+        # A follow-up that asks which thing ("what hardware did they use?", "which benchmark?") is
+        # answered by a sentence that names one, not by one that uses the category's word: the
+        # abstract says "on Nvidia H100 GPU", "experiments on LongGenBench" (dev planner, 465:
+        # answered 210 -> 216 of 241, abstained unchanged, 120 of 138, with 24 unanswerable
+        # follow-ups among them that ask for hardware, models or benchmarks an abstract does not name).
+        instance = turn.followup and turn.wants != "figure" and grounding.asks_which(turn.question)
+        known = {squash(n) for h in turn.subject for n in self.retriever.own_names(h)}
+        generic = self.retriever.term_weights().share
+
+        def names_one(sc: Scored) -> bool:
+            return grounding.names_new(sc.text, turn.question, known, generic)
+
         answering = [(sc, h) for sc, h in ranked
-                     if grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")
-                     and grounding.holds_asked(asked, sc.text, turn.wants)
+                     if (grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")
+                         and grounding.holds_asked(asked, sc.text, turn.wants)
+                         or instance and names_one(sc) and grounding.answers(sc, turn.wants, anchored=False))
                      and grounding.states_asked_kind(turn.focus_question, sc.text)
-                     and (turn.wants != "figure" or grounding.keeps_settings(settings, sc.text, names))]
+                     and (turn.wants != "figure" or grounding.keeps_settings(settings, sc.text, names)
+                          and grounding.carries(sc.text, "figure", settings))]
         if not answering:
             return Plan("near-miss", ranked, answering, candidates)
+        if instance:  # the sentences that name a thing first
+            answering.sort(key=lambda pair: not names_one(pair[0]))
         if identified := self.written.identify(english, turn, *answering[0]):
             return Plan("identify", ranked, answering, candidates, identified)
         return Plan("fact", ranked, answering, candidates)

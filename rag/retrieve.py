@@ -227,6 +227,15 @@ class KeywordIndex:
         # At least COMMON_DF chunks, and at least a thousandth of them in a big collection.
         return int(indptr[i + 1] - indptr[i]) >= max(COMMON_DF, len(self.ids) // 1000)
 
+    def share(self, word: str) -> float:
+        """The share of chunks that use ``word`` (0.0 for a word of several tokens or none)."""
+        tokens = self._tokens(word)
+        if len(tokens) != 1 or tokens[0] not in self.bm25.vocab_dict or not self.ids:
+            return 0.0
+        i = self.bm25.vocab_dict[tokens[0]]
+        indptr = self.bm25.scores["indptr"]
+        return int(indptr[i + 1] - indptr[i]) / len(self.ids)
+
     def rare(self, word: str) -> bool:
         """Whether the collection uses ``word``, in few chunks: how a paper's name typed in lower
         case looks ("minference", "jrt-rnn"), unlike an ordinary word ("decoding")."""

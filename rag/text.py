@@ -142,12 +142,19 @@ def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = 
     return {n for n in names if len(squash(n)) >= 3}
 
 
+_LATIN_HEAD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(?=[^\x00-\x7f])")
+
+
 def name_forms(text: str) -> list[str]:
     """Words that are names by their form, in any language: CamelCase, acronyms, words with
     digits, and hyphenated words with such a part ("mllm-NPU", "KV-Runahead"; not "Zero-Shot")."""
-    hyphenated = [w for w in re.findall(r"\w+(?:-\w+)+", text)
-                  if any(re.fullmatch(r"[A-Z]{2,}\w*|\w*[a-z][A-Z]\w*|\w*\d\w*", part) for part in w.split("-"))]
-    return list(dict.fromkeys(hyphenated + NAME.findall(text)))
+    # Dots inside a name are part of it ("llama-3.1-70b" is one name, not "llama-3" and "1-70b").
+    hyphenated = [w.rstrip(".") for w in re.findall(r"\w+(?:\.\d+)*(?:-\w+(?:\.\d+)*)+", text)
+                  if any(re.fullmatch(r"[A-Z]{2,}\w*|\w*[a-z][A-Z]\w*|\w*\d[\w.]*", part) for part in w.split("-"))]
+    # A name typed in Latin letters ends where another script starts: Korean and Japanese attach
+    # their particles to it ("DiffFit이", "FID는").
+    names = [m.group(0) if (m := _LATIN_HEAD.match(n)) else n for n in hyphenated + NAME.findall(text)]
+    return list(dict.fromkeys(names))
 
 
 # What a chat question is about, typed before a colon as one hyphenated or numbered word:

@@ -114,3 +114,7 @@ COMPARE_MAX_PAPERS = 4
 MIN_SUPPORT = 0.4
 #: A model-written marker is kept when its source's support is within this margin of the best.
 SUPPORT_MARGIN = 0.2
+#: A name that this share of the collection's chunks uses or more ("LLM", "KV", "GPU") does not
+#: name a particular thing (grounding.names_new). Dev planner (465): 0.05, 0.1 and 0.2 decide
+#: alike; the middle kept.
+GENERIC_NAME_SHARE = 0.1

@@ -212,6 +212,13 @@ def test_a_translation_that_drops_a_name_keeps_it(make_engine):
     assert "mllm-NPU" in answer.standalone_question and answer.citations[0].title.startswith("Empowering")
 
 
+def test_a_translation_that_cuts_a_name_up_gets_it_whole(make_engine):
+    engine = make_engine("How much faster is prefill with Qwen2. 5-1M at 1M tokens?", REPLY)
+    answer = engine.ask("Wie viel schneller ist das Prefill bei Qwen2.5-1M mit 1M Tokens Kontext?")
+    assert "Qwen2.5-1M" in answer.standalone_question and "5-1M " not in answer.standalone_question
+    assert "1M tokens" in answer.standalone_question  # a name of its own is not a piece of another
+
+
 def test_a_translation_keeps_a_lowercase_name_the_collection_uses_but_not_the_languages_words(make_engine):
     # "minference" is typed in lower case, so it has no name's form; the collection's vocabulary
     # knows it. "plus" is an English word too, and a French function word: not kept.
@@ -465,3 +472,41 @@ def test_answers_side_by_side_keep_their_own_token_counts(make_engine):
         t.join(60)
     assert all(isinstance(a, Answer) for a in results.values()), results
     assert {i: a.timings.get("prompt_tokens") for i, a in results.items()} == {i: (i - 1) % 3 + 1 for i in range(1, 7)}
+
+
+def test_a_follow_up_that_refers_back_asks_its_paper_about_a_name_another_abstract_mentions(make_engine):
+    # "it ... llama 13b": SARATHI reports LLaMA-13B, KV-Runahead does not. The pronoun keeps
+    # KV-Runahead, whose abstract never mentions the name: a near miss, not SARATHI's figure.
+    engine = make_engine()
+    previous = engine.followups.turn("tell me about KV-Runahead", None)
+    turn = engine.followups.turn("what speedup does it get for llama 13b?", previous)
+    assert turn.followup and turn.subject[0].title.startswith("KV-Runahead")
+    plan = engine.planner.plan(turn.question, turn)
+    assert plan.kind == "near-miss" and plan.reply()[0].startswith(ABSTAIN_TEXT)
+    # Without a pronoun, a name another paper mentions still moves the conversation there.
+    moved = engine.followups.turn("and MSG on bert-large?", engine.followups.turn("What does G_stack speed up?", None))
+    assert moved.subject[0].title.startswith("2x Faster")
+
+
+def test_a_follow_up_with_no_topic_of_its_own_stays_with_the_conversation(make_engine):
+    engine = make_engine()
+    previous = engine.followups.turn("tell me about SLoPe", None)
+    turn = engine.followups.turn("which models?", previous)
+    assert turn.followup and turn.subject[0].title.startswith("SLoPe")
+
+
+def test_a_follow_up_asking_which_thing_is_answered_by_the_sentence_that_names_one(make_engine):
+    # The abstract never says "hardware": it names the H100 and the Ascend 910B2.
+    engine = make_engine()
+    previous = engine.followups.turn("what does the AcceLLM paper propose?", None)
+    turn = engine.followups.turn("what hardware did they simulate it on?", previous)
+    plan = engine.planner.plan(turn.question, turn)
+    assert plan.kind == "fact" and "H100" in plan.answering[0][0].text
+
+
+def test_a_speedup_is_not_answered_by_another_figure_nor_by_the_questions_own_setting(make_engine):
+    engine = make_engine()
+    previous = engine.followups.turn("what does YOCO do?", None)
+    turn = engine.followups.turn("and the exact prefill speedup at 1M context?", previous)
+    # "We also extend YOCO to 1M context length ...": its only figure is the question's own.
+    assert engine.planner.plan(turn.question, turn).kind == "near-miss"

@@ -159,3 +159,25 @@ def test_a_figure_asked_for_a_setting_is_a_figure_of_that_setting():
     assert keeps_settings("does it get over 1000 tokens/s?", "It reaches 1,100 tokens per second.")
     assert keeps_settings("the 2024 paper, how much faster?", "It is 2x faster.")
     assert keeps_settings("how fast is qwen 2.5 1m?", "It is 3x faster.", "Qwen2.5-1M Technical Report")
+
+
+def test_a_speedup_question_is_answered_by_a_ratio():
+    from rag.grounding import states_asked_kind
+
+    assert states_asked_kind("speedup number?", "It gives a 2.3x speedup.")
+    assert states_asked_kind("how much faster is it?", "It improves TTFT by 2.00times and throughput by 40%.")
+    assert not states_asked_kind("speedup number?", "Prompts may hold up to 10 million tokens.")
+    assert states_asked_kind("what prefill speed?", "It reaches 1,000 tokens/sec.")  # a speed, not a speedup
+
+
+def test_a_sentence_names_something_new_by_a_names_form_not_by_a_figure_or_a_common_acronym():
+    from rag.grounding import names_new
+
+    share = {"LLM": 0.6}.get
+
+    def new(sentence: str) -> bool:
+        return names_new(sentence, "what hardware did they use?", {"accellm"}, lambda n: share(n, 0.0))
+
+    assert new("Simulated evaluations on Nvidia H100 GPU show AcceLLM surpasses others.")
+    assert new("We conduct all experiments on the Pythia 410M language model.")  # a capitalised word
+    assert not new("AcceLLM cuts latency by 30% on 7B LLM models.")  # its own name, figures, a common acronym

@@ -120,3 +120,12 @@ def test_a_figure_of_an_acronym_answers_the_long_form(make_engine):
     ranked = engine.evidence.rank_sentences("how much does TurboRAG cut time to first token?", [turbo], "figure")
     figure = next(sc for sc, _ in ranked if "9.4x" in sc.text)
     assert "time-to-first-token" not in figure.text and figure.coverage == 1.0 and figure.figure_coverage == 1.0
+
+
+def test_names_keep_their_dots_and_lose_another_scripts_particles():
+    from rag.text import name_forms
+
+    found = name_forms("¿cuántos tokens saca SwiftKV con llama-3.1-70b en 4 H100?")
+    assert found == ["llama-3.1-70b", "SwiftKV", "H100"]
+    assert name_forms("DiffFit이 ImageNet 512x512에서 얻은 FID는 얼마야?")[:2] == ["DiffFit", "ImageNet"]
+    assert "Qwen2.5-1M" in name_forms("bei Qwen2.5-1M mit 1M Tokens")
