@@ -187,7 +187,9 @@ def names_new(sentence: str, question: str, known: set[str], share: Callable[[st
     ``known`` (the paper's own names, squashed), not a figure ("1.67x", "410M") and not a name most
     of the collection uses ("LLM", "KV": ``share`` of chunks GENERIC_NAME_SHARE or more)."""
     asked = word_grams(question)
-    return any(squash(n) not in known and not re.fullmatch(r"\d[\d.,]*[A-Za-z]{0,2}", n)
+    # A part of a name already known is not a new one ("NPU" of "mllm-NPU").
+    whole = [*known, *(squash(n) for n in name_forms(question))]
+    return any(not any(squash(n) in k for k in whole) and not re.fullmatch(r"\d[\d.,]*[A-Za-z]{0,2}", n)
                and share(n) < GENERIC_NAME_SHARE and not mentions(n, asked)
                for n in name_forms(sentence) + PROPER.findall(sentence))
 
