@@ -58,6 +58,9 @@ class RelevanceGate:
                 return True
             if mentions(name, evidence) or mentions(name.rstrip("s"), evidence):
                 return True
+            # LaTeX left in scraped abstracts writes a resolution "512x512" as "512times512".
+            if re.fullmatch(r"\d+[x\u00d7]\d+", name) and re.sub(r"[x\u00d7]", "times", name) in squashed:
+                return True
             # Other languages join a name to their own words ("LoRA-Training"): its name parts count.
             parts = [p for p in name.split("-") if name_forms(p)] if not strict_names and "-" in name else []
             return bool(parts) and len(parts) < len(name.split("-")) and all(found(p) for p in parts)

@@ -510,3 +510,11 @@ def test_a_speedup_is_not_answered_by_another_figure_nor_by_the_questions_own_se
     turn = engine.followups.turn("and the exact prefill speedup at 1M context?", previous)
     # "We also extend YOCO to 1M context length ...": its only figure is the question's own.
     assert engine.planner.plan(turn.question, turn).kind == "near-miss"
+
+
+def test_a_resolution_is_found_where_latex_wrote_it_with_times(make_engine):
+    # The scraped DiffFit abstract says "ImageNet 512times512".
+    engine = make_engine()
+    question = "What FID does DiffFit reach on ImageNet 512x512?"
+    assert engine.gate.relevant(question, engine.retrieve(question))
+    assert engine.gate.unknown_name("What FID does DiffFit reach at 640x480?", engine.retrieve(question))
