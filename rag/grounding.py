@@ -129,6 +129,9 @@ def states_asked_kind(question: str, sentence: str) -> bool:
 # a number of GPUs or bits ("llama 13b", "at 128k", "8 gpus", "4-bit"). "2x", "30%" or "1000
 # tokens/s" are values, not settings.
 _SETTING = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[\s-]?(b|bn|m|k|billion|million|gpus?|bits?)(?![\w/])", re.I)
+# A batch size is a setting written before its number ("at batch size 64", "a batch of 32"); added
+# in session 11 for the two dev follow-ups and one dev translation that ask a figure at a batch size.
+_BATCH = re.compile(r"\bbatch(?:[\s-]+size)?(?:\s+(?:of|=))?\s+(\d+)\b", re.I)
 _SCALE = {"k": 1_000, "m": 1_000_000, "million": 1_000_000}
 
 
@@ -144,7 +147,7 @@ def keeps_settings(question: str, sentence: str, subject: str = "") -> bool:
     ("Qwen2.5-1M") are not settings."""
     held = _numbers(sentence)
     names = _numbers(subject)
-    for number, unit in _SETTING.findall(question):
+    for number, unit in [*_SETTING.findall(question), *((n, "") for n in _BATCH.findall(question))]:
         value = float(number)
         if value in names:
             continue

@@ -159,6 +159,9 @@ def test_a_figure_asked_for_a_setting_is_a_figure_of_that_setting():
     assert keeps_settings("does it get over 1000 tokens/s?", "It reaches 1,100 tokens per second.")
     assert keeps_settings("the 2024 paper, how much faster?", "It is 2x faster.")
     assert keeps_settings("how fast is qwen 2.5 1m?", "It is 3x faster.", "Qwen2.5-1M Technical Report")
+    # A batch size is written before its number.
+    assert not keeps_settings("and the speedup at batch size 64?", "It is 2x faster at batch size 32.")
+    assert keeps_settings("the speedup for a batch of 32?", "At batch size 32 it is 2x faster.")
 
 
 def test_a_speedup_question_is_answered_by_a_ratio():
