@@ -27,6 +27,9 @@ _QUESTION_WORD = re.compile(r"^\W*(what|which|how|why|who|whose|where|when|is|ar
 # A question that opens like this continues the conversation ("and for decoding?", "what about
 # memory?"); chosen on the dev split's follow-ups, with REFERS_BACK below.
 _CONTINUES = re.compile(r"^\W*(and|also|so|but|then|ok|what about|how about|same|vs\.?|versus|compared)\b", re.I)
+# "what is pruning?", "what are draft models?": a question for what a thing is, not a detail of
+# the conversation's paper ("what is the batch size?", "what is its speedup?").
+_DEFINES = re.compile(r"^\W*(?:what|who)(?:'s|\s+(?:is|are))\s+(?!(?:the|its?|their|this|that|they)\b)", re.I)
 #: Words by which a follow-up refers to the conversation before it.
 REFERS_BACK = re.compile(r"\b(it|its|it's|they|them|their|theirs|this|that|these|those|he|she|his|her|"
                          r"the (paper|method|model|approach|system|work|technique|authors?|same))\b", re.I)
@@ -89,10 +92,9 @@ class Translator:
         # Names by their form only (CamelCase, acronyms, digits): in German every noun is capitalised.
         original = word_grams(question)
         names = name_forms(question)
-        whole = {squash(n) for n in names}
-        for name in name_forms(found):  # one the original does not hold was made up, or cut up ("Qwen2. 5-1M")
-            cut = squash(name) not in whole and re.search(r"\d", name) and any(squash(name) in n for n in whole)
-            if not mentions(name, original) or cut:
+        found = re.sub(r"(?<=\d)\.\s+(?=\d)", ".", found)  # "Qwen2. 5-1M": the model's tokens split a name
+        for name in name_forms(found):  # one the original does not hold was made up
+            if not mentions(name, original):
                 found = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", " ", found)
         # A name the translation lost would lose the paper: keep every name of the original, and
         # every word the collection uses in only a few chunks, which is how a name typed in lower
@@ -148,14 +150,16 @@ class FollowUps:
         focus = _words(grounding.focus_terms(question))
         if previous is not None and previous.subject and not named:
             # "and MSG on bert-large?": a name the conversation's paper does not use, but another
-            # paper goes by or mentions. When the question refers back ("its speedup on an h100?",
+            # paper goes by or mentions. After a word that refers back ("its speedup on an h100?",
             # "does it work for llama 13b?"), only a paper's own name starts a new subject: a name
-            # another abstract merely mentions is asked of the conversation's paper.
+            # another abstract merely mentions is asked of the conversation's paper ("and YOCO,
+            # what does it do?" names its subject first).
             own = word_grams(" ".join(f"{h.title} {h.text}" for h in previous.subject))
             known = self.retriever.term_weights().known
-            refers = bool(REFERS_BACK.search(question))
+            back = REFERS_BACK.search(question)
             for name in question_names(question):
                 if not mentions(name, own, known):
+                    refers = back is not None and back.start() < question.find(name)
                     named = [h for h in hits if mentions(name, word_grams(
                         " ".join(self.retriever.own_names(h)) if refers else f"{h.title} {h.text}"), known)][:1]
                     if named:
@@ -167,11 +171,12 @@ class FollowUps:
         # ("what is speculative decoding?" after a question about CacheBlend starts anew).
         ids = {h.paper_id for h in previous.subject} if previous is not None else set()
         # A question with no word of its own ("which models?") or only words the conversation's
-        # paper uses ("what gpu?" of a paper run on a 2080Ti GPU) asks about that paper.
+        # paper uses ("what gpu?" of a paper run on a 2080Ti GPU) asks about that paper; one that
+        # asks what a thing is ("what is pruning?") is a topic of its own.
         used = _words(content_terms(" ".join(h.text for h in previous.subject))) if previous is not None else set()
         short = len(focus) <= ELLIPSIS_TERMS and (
             not _QUESTION_WORD.search(question)  # a fragment: "decoding?", "on yi-9b?"
-            or focus <= used
+            or (focus <= used and not _DEFINES.search(question))
             or any(h.paper_id in ids for h in hits) or not self.gate.relevant(question, hits))
         if previous is not None and previous.subject and not named and wanted.kind == "fact" and (
                 _CONTINUES.search(question) or REFERS_BACK.search(question) or short):

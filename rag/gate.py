@@ -59,10 +59,11 @@ class RelevanceGate:
             if mentions(name, evidence) or mentions(name.rstrip("s"), evidence):
                 return True
             # LaTeX left in scraped abstracts writes a resolution "512x512" as "512times512".
-            if re.fullmatch(r"\d+[x\u00d7]\d+", name) and re.sub(r"[x\u00d7]", "times", name) in squashed:
+            if re.fullmatch(r"\d+x\d+", name, re.I) and mentions(re.sub("x", "times", name, flags=re.I), evidence):
                 return True
-            # Other languages join a name to their own words ("LoRA-Training"): its name parts count.
-            parts = [p for p in name.split("-") if name_forms(p)] if not strict_names and "-" in name else []
-            return bool(parts) and len(parts) < len(name.split("-")) and all(found(p) for p in parts)
+            # Other languages join a name to their own words ("LoRA-Training", "KV-Cache-Größe"):
+            # the name before them counts ("GPT-7" is all name).
+            head = re.fullmatch(r"(.+?)(?:-[^\W\d_]{3,})+", name) if not strict_names else None
+            return head is not None and bool(name_forms(head[1])) and found(head[1])
 
         return not all(found(n) for n in names)

@@ -113,14 +113,16 @@ _PERCENT = re.compile(r"\d\s*\\?%|\bpercent", re.I)
 # tokens"). English words for a ratio, from the dev split's follow-ups; "speed" alone is not one
 # ("prefill speed in tokens/s").
 _ASKS_RATIO = re.compile(r"\b(?:speed-?ups?|speed up|faster|slower|how many times)\b", re.I)
-_RATIO = re.compile(r"\d\s*(?:x|\u00d7|times)\b|\btimes\b|\bfold\b", re.I)
+_RATIO = re.compile(r"\d\s*(?:x\b|\u00d7|times\b)|\btimes\b|\w*fold\b", re.I)
 
 
-def states_asked_kind(question: str, sentence: str) -> bool:
+def states_asked_kind(question: str, sentence: str, wants: str = "figure") -> bool:
     """Whether a sentence states the kind of figure asked: a percentage for "what percentage ...?"
     ("2.2-3.3x" does not say what share of the tokens is recomputed), a ratio or a percentage for
-    a speedup; True for other questions."""
-    if _ASKS_RATIO.search(question) and not (_RATIO.search(sentence) or _PERCENT.search(sentence)):
+    a speedup (when a figure is asked: "how does it speed up RAG?" asks how); True for other
+    questions."""
+    if wants == "figure" and _ASKS_RATIO.search(question) and not (
+            _RATIO.search(sentence) or _PERCENT.search(sentence)):
         return False
     return not _ASKS_PERCENT.search(question) or bool(_PERCENT.search(sentence))
 
@@ -131,7 +133,7 @@ def states_asked_kind(question: str, sentence: str) -> bool:
 _SETTING = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[\s-]?(b|bn|m|k|billion|million|gpus?|bits?)(?![\w/])", re.I)
 # A batch size is a setting written before its number ("at batch size 64", "a batch of 32"); added
 # in session 11 for the two dev follow-ups and one dev translation that ask a figure at a batch size.
-_BATCH = re.compile(r"\bbatch(?:[\s-]+size)?(?:\s+(?:of|=))?\s+(\d+)\b", re.I)
+_BATCH = re.compile(r"\b(?:batch(?:[\s-]+sizes?)?|bs)\s*(?:of\s+|=\s*|\s)(\d+)\b", re.I)
 _SCALE = {"k": 1_000, "m": 1_000_000, "million": 1_000_000}
 
 
@@ -179,9 +181,15 @@ def asked_terms(question: str, subject: str = "") -> frozenset[str]:
     return frozenset(terms - content_terms(subject) - FIGURE_KIND)
 
 
+# "what/which" before a noun ("what hardware", "which benchmark"), not before a verb ("what does
+# it do?", "what is padding?").
+_ASKS_WHICH = re.compile(r"\b(?:what|which)\s+(?!(?:is|are|was|were|does|do|did|can|could|would|should|will|"
+                         r"about|if|makes?|happens?)\b)[a-z]", re.I)
+
+
 def asks_which(question: str) -> bool:
     """Whether a question asks which thing ("what hardware ...", "which benchmark ...")."""
-    return bool(_ASKED_START.search(question))
+    return bool(_ASKS_WHICH.search(question))
 
 
 def names_new(sentence: str, question: str, known: set[str], share: Callable[[str], float]) -> bool:
@@ -192,9 +200,13 @@ def names_new(sentence: str, question: str, known: set[str], share: Callable[[st
     asked = word_grams(question)
     # A part of a name already known is not a new one ("NPU" of "mllm-NPU").
     whole = [*known, *(squash(n) for n in name_forms(question))]
-    return any(not any(squash(n) in k for k in whole) and not re.fullmatch(r"\d[\d.,]*[A-Za-z]{0,2}", n)
-               and share(n) < GENERIC_NAME_SHARE and not mentions(n, asked)
+    return any(not any(squash(n) in k for k in whole) and not _FIGURE_NAME.match(n)
+               and max(share(part) for part in n.split("-")) < GENERIC_NAME_SHARE and not mentions(n, asked)
                for n in name_forms(sentence) + PROPER.findall(sentence))
+
+
+# A figure with its unit is not a name: "1.67x", "410M", "4-bit", "2.00times", "128K-token".
+_FIGURE_NAME = re.compile(r"\d[\d.,]*(?:[A-Za-z]{0,2}|times)(?:-|$)")
 
 
 def holds_asked(asked: frozenset[str], sentence: str, wants: str = "other") -> bool:

@@ -109,7 +109,7 @@ class Planner:
                      if (grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")
                          and grounding.holds_asked(asked, sc.text, turn.wants)
                          or instance and names_one(sc) and grounding.answers(sc, turn.wants, anchored=False))
-                     and grounding.states_asked_kind(turn.focus_question, sc.text)
+                     and grounding.states_asked_kind(turn.focus_question, sc.text, turn.wants)
                      and (turn.wants != "figure" or grounding.keeps_settings(settings, sc.text, names)
                           and grounding.carries(sc.text, "figure", settings))]
         if not answering:

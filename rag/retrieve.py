@@ -217,24 +217,23 @@ class KeywordIndex:
         tokens = self._tokens(word)
         return bool(tokens) and all(t in self.bm25.vocab_dict for t in tokens)
 
-    def common(self, word: str) -> bool:
-        """Whether ``word`` is one ordinary word that many chunks use (so not a paper's name)."""
+    def _chunks_using(self, word: str) -> int:
+        """How many chunks use ``word`` (0 for a word of several tokens, or none)."""
         tokens = self._tokens(word)
         if len(tokens) != 1 or tokens[0] not in self.bm25.vocab_dict:
-            return False
+            return 0
         i = self.bm25.vocab_dict[tokens[0]]
         indptr = self.bm25.scores["indptr"]
+        return int(indptr[i + 1] - indptr[i])
+
+    def common(self, word: str) -> bool:
+        """Whether ``word`` is one ordinary word that many chunks use (so not a paper's name)."""
         # At least COMMON_DF chunks, and at least a thousandth of them in a big collection.
-        return int(indptr[i + 1] - indptr[i]) >= max(COMMON_DF, len(self.ids) // 1000)
+        return self._chunks_using(word) >= max(COMMON_DF, len(self.ids) // 1000)
 
     def share(self, word: str) -> float:
         """The share of chunks that use ``word`` (0.0 for a word of several tokens or none)."""
-        tokens = self._tokens(word)
-        if len(tokens) != 1 or tokens[0] not in self.bm25.vocab_dict or not self.ids:
-            return 0.0
-        i = self.bm25.vocab_dict[tokens[0]]
-        indptr = self.bm25.scores["indptr"]
-        return int(indptr[i + 1] - indptr[i]) / len(self.ids)
+        return self._chunks_using(word) / len(self.ids) if self.ids else 0.0
 
     def rare(self, word: str) -> bool:
         """Whether the collection uses ``word``, in few chunks: how a paper's name typed in lower

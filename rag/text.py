@@ -142,7 +142,7 @@ def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = 
     return {n for n in names if len(squash(n)) >= 3}
 
 
-_LATIN_HEAD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(?=[^\x00-\x7f])")
+_LATIN_HEAD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(?=[^\x00-\u024f])")
 
 
 def name_forms(text: str) -> list[str]:
@@ -154,7 +154,7 @@ def name_forms(text: str) -> list[str]:
     # A name typed in Latin letters ends where another script starts: Korean and Japanese attach
     # their particles to it ("DiffFit이", "FID는").
     names = [m.group(0) if (m := _LATIN_HEAD.match(n)) else n for n in hyphenated + NAME.findall(text)]
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(n.rstrip(".") for n in names))
 
 
 # What a chat question is about, typed before a colon as one hyphenated or numbered word:

@@ -171,16 +171,22 @@ def test_a_speedup_question_is_answered_by_a_ratio():
     assert states_asked_kind("how much faster is it?", "It improves TTFT by 2.00times and throughput by 40%.")
     assert not states_asked_kind("speedup number?", "Prompts may hold up to 10 million tokens.")
     assert states_asked_kind("what prefill speed?", "It reaches 1,000 tokens/sec.")  # a speed, not a speedup
+    assert states_asked_kind("how much faster?", "It is 2.3\u00d7 faster.")
+    assert states_asked_kind("speedup?", "a tenfold cut")
+    # "How does it speed up RAG?" asks how, not how much.
+    assert states_asked_kind("how does it speed up RAG?", "It reuses KV caches.", "other")
 
 
 def test_a_sentence_names_something_new_by_a_names_form_not_by_a_figure_or_a_common_acronym():
     from rag.grounding import names_new
 
-    share = {"LLM": 0.6}.get
+    share = {"LLM": 0.6, "KV": 0.3}.get
 
     def new(sentence: str) -> bool:
         return names_new(sentence, "what hardware did they use?", {"accellm"}, lambda n: share(n, 0.0))
 
     assert new("Simulated evaluations on Nvidia H100 GPU show AcceLLM surpasses others.")
     assert new("We conduct all experiments on the Pythia 410M language model.")  # a capitalised word
-    assert not new("AcceLLM cuts latency by 30% on 7B LLM models.")  # its own name, figures, a common acronym
+    assert not new("AcceLLM cuts latency by 30% on 7B models.")  # its own name, figures
+    assert not new("It runs 4-bit weights at 2.00times the speed with 128K-token prompts.")  # figures with units
+    assert not new("We design an LLM-based scheduler for the KV cache.")  # names most of the collection uses

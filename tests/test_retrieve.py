@@ -129,3 +129,10 @@ def test_a_damaged_saved_keyword_index_is_rebuilt_never_used(tmp_path):
     assert KeywordIndex.load(tmp_path / "kw", "stamp-1") is not None
     (tmp_path / "kw" / "ids.bin").unlink()
     assert KeywordIndex.load(tmp_path / "kw", "stamp-1") is None
+
+
+def test_the_share_of_chunks_that_use_a_word(make_engine):
+    index = make_engine().retriever.keyword_index()
+    assert 0.3 < index.share("LLM") <= 1.0  # most of the bundled abstracts
+    assert 0.0 < index.share("LongGenBench") < 0.05  # one abstract
+    assert index.share("zyzzyva") == 0.0 and index.share("two words") == 0.0
