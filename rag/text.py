@@ -149,7 +149,7 @@ def name_forms(text: str) -> list[str]:
     """Words that are names by their form, in any language: CamelCase, acronyms, words with
     digits, and hyphenated words with such a part ("mllm-NPU", "KV-Runahead"; not "Zero-Shot")."""
     # Dots inside a name are part of it ("llama-3.1-70b" is one name, not "llama-3" and "1-70b").
-    hyphenated = [w.rstrip(".") for w in re.findall(r"\w+(?:\.\d+)*(?:-\w+(?:\.\d+)*)+", text)
+    hyphenated = [w for w in re.findall(r"\w+(?:\.\d+)*(?:-\w+(?:\.\d+)*)+", text)
                   if any(re.fullmatch(r"[A-Z]{2,}\w*|\w*[a-z][A-Z]\w*|\w*\d[\w.]*", part) for part in w.split("-"))]
     # A name typed in Latin letters ends where another script starts: Korean and Japanese attach
     # their particles to it ("DiffFit이", "FID는").
