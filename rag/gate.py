@@ -47,6 +47,8 @@ class RelevanceGate:
         acronym, "ODE", may be spelt out in the abstract) that none of ``hits`` mentions."""
         names = question_names(question) if strict_names else name_forms(question)
         names = [n for n in names if len(squash(n)) >= UNKNOWN_NAME_MIN]
+        # A piece of a longer name the question uses ("Qwen2" of "Qwen2.5-1M") is that name.
+        names = [n for n in names if not any(squash(n) in squash(m) != squash(n) for m in names)]
         if not names:
             return False
         text = " ".join(f"{h.title} {h.text}" for h in hits)

@@ -253,6 +253,13 @@ def is_echo(answer: str, question: str, subject: str = "") -> bool:
     return not new_figures and len({t for t in new_terms if not t.isdigit()}) < ECHO_NEW_TERMS
 
 
+def without_names(text: str, names: list[str]) -> str:
+    """``text`` without the given names, written in any case ("qwen2.5-1m")."""
+    for name in sorted(names, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", " ", text, flags=re.I)
+    return text
+
+
 def carries(answer: str, wants: str, question: str = "") -> bool:
     """Whether an answer holds the kind of thing asked: a figure the question does not hold, or a
     name (a capitalised or CamelCase word, an acronym)."""

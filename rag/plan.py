@@ -93,6 +93,8 @@ class Planner:
         # A translation's words are the 0.5B model's paraphrase ("delay" for latency), not the
         # user's: a translated question is held to meaning, as a described one is (dev split).
         settings = turn.question if turn.followup else turn.focus_question
+        # The digits of the paper's own name ("Qwen2.5-1M") are not a figure the question holds.
+        unnamed = grounding.without_names(settings, names.split())
         # A follow-up that asks which thing ("what hardware did they use?", "which benchmark?") is
         # answered by a sentence that names one, not by one that uses the category's word: the
         # abstract says "on Nvidia H100 GPU", "experiments on LongGenBench" (dev planner, 465:
@@ -111,7 +113,7 @@ class Planner:
                          or instance and names_one(sc) and grounding.answers(sc, turn.wants, anchored=False))
                      and grounding.states_asked_kind(turn.focus_question, sc.text, turn.wants)
                      and (turn.wants != "figure" or grounding.keeps_settings(settings, sc.text, names)
-                          and grounding.carries(sc.text, "figure", settings))]
+                          and grounding.carries(sc.text, "figure", unnamed))]
         if not answering:
             return Plan("near-miss", ranked, answering, candidates)
         if instance:  # the sentences that name a thing first

@@ -540,3 +540,13 @@ def test_a_translated_name_joined_to_a_word_of_the_language_counts_by_its_name(m
     assert not engine.gate.unknown_name("How many FLOPs does Fast Forward save in LoRA-Training?", hits, False)
     assert engine.gate.unknown_name("How many FLOPs does Fast Forward save in LoRA-Training?", hits)  # English
     assert engine.gate.unknown_name("Is GPT-7 better than LoRA?", hits, False)  # "GPT-7" is all name
+
+
+def test_a_named_papers_own_digits_are_neither_an_unknown_name_nor_the_asked_figure(make_engine):
+    # "Qwen2" is a piece of "Qwen2.5-1M", and the name's "1" is not a figure the question already
+    # holds: "extend the context length to 1 million tokens" answers.
+    engine = make_engine()
+    question = "What context length do the Qwen2.5-1M models extend to?"
+    turn = engine.followups.turn(question, None)
+    assert not engine.gate.unknown_name(question, turn.subject)
+    assert "1 million" in engine.planner.plan(question, turn).answering[0][0].text
