@@ -173,10 +173,10 @@ class FollowUps:
         # A question with no word of its own ("which models?") or only words the conversation's
         # paper uses ("what gpu?" of a paper run on a 2080Ti GPU) asks about that paper; one that
         # asks what a thing is ("what is pruning?") is a topic of its own.
-        used = _words(content_terms(" ".join(h.text for h in previous.subject))) if previous is not None else set()
         short = len(focus) <= ELLIPSIS_TERMS and (
             not _QUESTION_WORD.search(question)  # a fragment: "decoding?", "on yi-9b?"
-            or (focus <= used and not _DEFINES.search(question))
+            or (previous is not None and not _DEFINES.search(question)
+                and focus <= _words(content_terms(" ".join(h.text for h in previous.subject))))
             or any(h.paper_id in ids for h in hits) or not self.gate.relevant(question, hits))
         if previous is not None and previous.subject and not named and wanted.kind == "fact" and (
                 _CONTINUES.search(question) or REFERS_BACK.search(question) or short):

@@ -85,7 +85,8 @@ class Planner:
             return Plan("near-miss", ranked, [], candidates)
         # Title words other than the paper's names may be what is asked ("what chunk size does
         # SARATHI use for its chunked prefills?").
-        names = " ".join(n for h in turn.subject for n in self.retriever.own_names(h))
+        own = [n for h in turn.subject for n in self.retriever.own_names(h)]
+        names = " ".join(own)
         asked = grounding.asked_terms(turn.focus_question, names)
         # A figure asked for a setting ("on Llama 13B", "at 128K") is a figure of that setting (dev
         # planner, 375: abstained 91 -> 92 of 104, answers unchanged). The settings are the
@@ -101,7 +102,7 @@ class Planner:
         # answered 210 -> 216 of 241, abstained unchanged, 120 of 138, with 24 unanswerable
         # follow-ups among them that ask for hardware, models or benchmarks an abstract does not name).
         instance = turn.followup and turn.wants != "figure" and grounding.asks_which(turn.question)
-        known = {squash(n) for h in turn.subject for n in self.retriever.own_names(h)}
+        known = {squash(n) for n in own}
         generic = self.retriever.term_weights().share
 
         def names_one(sc: Scored) -> bool:

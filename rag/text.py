@@ -229,11 +229,10 @@ def acronyms(text: str) -> dict[str, str]:
         letters = "".join(c for c in acronym.casefold() if c.isalpha())
         if len(letters) < 2:  # "accelerator (A100)" spells nothing
             continue
-        words = re.findall(r"[A-Za-z][\w']*", before)
-        spans = [m2.start() for m2 in re.finditer(r"[A-Za-z][\w']*", before)]
+        words = list(re.finditer(r"[A-Za-z][\w']*", before))
         for k in range(1, len(words) + 1):
-            if "".join(w[0].casefold() for w in words[-k:]) == letters:
-                found.setdefault(acronym, before[spans[-k]:].strip(" -"))
+            if "".join(w[0][0].casefold() for w in words[-k:]) == letters:
+                found.setdefault(acronym, before[words[-k].start():].strip(" -"))
                 break
     return found
 
