@@ -7,6 +7,7 @@
     paperchat eval --chat --split fresh2   # a third, written later still: aggregates only
     paperchat eval --chat --split fresh3   # a fourth (session 10): aggregates only
     paperchat eval --chat --split fresh4   # a fifth (session 11): aggregates only
+    paperchat eval --chat --split fresh5   # a sixth (session 12): aggregates only
 
 `eval/questions-chat.jsonl` was written by helpers who saw the abstracts but not the engine's code
 (casual shorthand with typos, described ideas, lists, comparisons, follow-ups with pronouns and
@@ -36,6 +37,11 @@ persona) wrote the "fresh4" split (150 questions, K-* and M-*, all nine styles, 
 follow-ups and non-English near misses among them), and a third wrote 90 dev questions (N-*:
 unanswerable follow-ups, follow-ups asking a category that the abstract answers with an instance,
 comparisons, other languages and lists), the kinds dev had too few of to price a change on.
+
+Session 12 began the same way: two helpers with different personas (a PhD student typing on a
+phone; a product manager who describes ideas in plain words and misspells names) wrote the "fresh5"
+split (150 questions, P-* and Q-*, all nine styles, a third of the non-English ones unanswerable),
+and a third wrote 75 dev questions (R-*: comparisons, non-English near misses, near misses).
 """
 
 from __future__ import annotations
@@ -60,9 +66,9 @@ CHAT_QUESTIONS = HERE / "questions-chat.jsonl"
 STYLES = ("casual", "described", "list", "compare", "followup-pronoun", "followup-ellipsis", "non-english",
           "near-miss", "absent")
 UNANSWERABLE_STYLES = {"near-miss", "absent"}
-SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4")
+SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5")
 #: Splits reported as aggregates only: nothing is chosen on them.
-FROZEN = ("test", "fresh", "fresh2", "fresh3", "fresh4")
+FROZEN = ("test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5")
 
 #: Issue 13's bar, on the test split.
 TARGETS = {"answered": 0.90, "abstained": 0.85, "key_facts": 0.75, "key_facts_min_style": 0.60,

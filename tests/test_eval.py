@@ -148,6 +148,8 @@ FRESH2_SPLIT_SHA256 = "8854475ecd5dea648b5136a8095bb050bec029cc2ae89e18be15d8be3
 FRESH3_SPLIT_SHA256 = "8c47996d9a04d61d211af54298ad3ba19c3735cbf183503307b17770bd40648e"
 #: And for fresh4 (150 questions, written at the start of session 11 by two more helpers).
 FRESH4_SPLIT_SHA256 = "01d948b6951c916c4920fc34ec3fadc737bee5478c2c4fd89184896692878007"
+#: And for fresh5 (150 questions, written at the start of session 12 by two more helpers).
+FRESH5_SPLIT_SHA256 = "4b9d0d12c08c902d70b746b23bcf2e0da98ae72273118c3184e4a67122af7522"
 
 
 def test_chat_question_set_is_valid_split_and_frozen():
@@ -158,17 +160,17 @@ def test_chat_question_set_is_valid_split_and_frozen():
     rows = load_chat_questions()  # raises on a missing title or a key fact not in a gold abstract
     assert len(rows) >= 200
     counts = Counter((r["style"], r["split"]) for r in rows)
-    # Every style on both sides, the first 308 split about in half; the later dev rows (D-*, E-*, J-*, N-*) are extra.
-    halves = Counter((r["style"], r["split"]) for r in rows if not r["id"].startswith(("D-", "E-", "J-", "N-")))
+    # Every style on both sides, the first 308 split about in half; the later dev rows (D-*, E-*, J-*, N-*, R-*) are extra.
+    halves = Counter((r["style"], r["split"]) for r in rows if not r["id"].startswith(("D-", "E-", "J-", "N-", "R-")))
     for style in STYLES:
         assert counts[style, "dev"] >= 8 and abs(halves[style, "dev"] - halves[style, "test"]) <= 2, style
     assert len({r["lang"] for r in rows if r["style"] == "non-english"}) >= 4
     for split, digest in (("test", TEST_SPLIT_SHA256), ("fresh", FRESH_SPLIT_SHA256),
                           ("fresh2", FRESH2_SPLIT_SHA256), ("fresh3", FRESH3_SPLIT_SHA256),
-                          ("fresh4", FRESH4_SPLIT_SHA256)):
+                          ("fresh4", FRESH4_SPLIT_SHA256), ("fresh5", FRESH5_SPLIT_SHA256)):
         frozen = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows if r["split"] == split]
         assert hashlib.sha256("\n".join(frozen).encode()).hexdigest() == digest, split
-    for split in ("fresh", "fresh2", "fresh3", "fresh4"):
+    for split in ("fresh", "fresh2", "fresh3", "fresh4", "fresh5"):
         fresh = Counter(r["style"] for r in rows if r["split"] == split)
         assert all(fresh[style] >= 8 for style in STYLES), (split, fresh)
 
