@@ -30,6 +30,8 @@ _CONTINUES = re.compile(r"^\W*(and|also|so|but|then|ok|what about|how about|same
 # "what is pruning?", "what are draft models?": a question for what a thing is, not a detail of
 # the conversation's paper ("what is the batch size?", "what is its speedup?").
 _DEFINES = re.compile(r"^\W*(?:what|who)(?:'s|\s+(?:is|are))\s+(?!(?:the|its?|their|this|that|they)\b)", re.I)
+# A fragment that opens with a preposition ("and on weatherbench?", "what about for llama 13b?").
+_SLOT = re.compile(r"^\W*(?:and|also|what about|how about)?\s*(on|for|with|at|in|using|under)\s", re.I)
 #: Words by which a follow-up refers to the conversation before it.
 REFERS_BACK = re.compile(r"\b(it|its|it's|they|them|their|theirs|this|that|these|those|he|she|his|her|"
                          r"the (paper|method|model|approach|system|work|technique|authors?|same))\b", re.I)
@@ -189,6 +191,10 @@ class FollowUps:
             # A setting of its own ("on llama-33b?") replaces the previous question's ("for LLaMA-13B").
             earlier = re.sub(r"\S*\d\S*", " ", previous.focus_question) if re.search(r"\d", question) \
                 else previous.focus_question
+            # So does a setting after the same preposition ("and on weatherbench?" after "... on
+            # TaxiBJ?"): grammar, added in session 12 for a dev follow-up.
+            if slot := _SLOT.match(question):
+                earlier = re.sub(rf"\b{slot.group(1)}\s+(?:the\s+|an?\s+)?[^\s,;:?.!]+", " ", earlier, flags=re.I)
             aim = f"{question} {earlier}" if elliptic and not self._own_aspect(question) else question
             return Turn(question, previous.subject, hits, True, aim, wants)
         subject = named or hits[:1]

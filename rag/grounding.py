@@ -116,13 +116,29 @@ _ASKS_RATIO = re.compile(r"\b(?:speed-?ups?|speed up|faster|slower|how many time
 _RATIO = re.compile(r"\d\s*(?:x\b|\u00d7|times\b)|\btimes\b|\w*fold\b", re.I)
 
 
+# A question for a duration ("how many GPU hours", "how long did training take") or an amount of
+# money ("how much did it cost", "how much $") is answered by a figure in that unit, not by another
+# figure of the paper ("560 TFlops/GPU", "less than 1% accuracy drop"). English words for units,
+# added in session 12 for dev's near misses that ask a training time or cost.
+_ASKS_TIME = re.compile(r"\bhow many\s+(?:gpu[\s-]*)?(?:hours?|hrs?|days?|minutes?|mins?|seconds?|weeks?|months?)\b"
+                        r"|\bhow long\b[^?]{0,80}?\b(?:take|takes|took|taking)\b", re.I)
+_ASKS_MONEY = re.compile(r"\$|\bdollars?\b|\busd\b|\b(?:how much|what)\s+(?:did|does|do|would|will)\b[^?]{0,60}?"
+                         r"\bcost\b", re.I)
+_TIME = re.compile(r"(?<![\w.])\d[\d.,]*[\s-]*(?:(?:gpu|tpu)s?[\s-]+)?"
+                   r"(?:hours?|hrs?|h|days?|minutes?|mins?|seconds?|secs?|s|ms|weeks?|months?)\b", re.I)
+_MONEY = re.compile(r"\$\s*\d|\d\s*(?:k\s*)?(?:dollars?|usd)\b", re.I)
+
+
 def states_asked_kind(question: str, sentence: str, wants: str = "figure") -> bool:
     """Whether a sentence states the kind of figure asked: a percentage for "what percentage ...?"
     ("2.2-3.3x" does not say what share of the tokens is recomputed), a ratio or a percentage for
-    a speedup (when a figure is asked: "how does it speed up RAG?" asks how); True for other
-    questions."""
+    a speedup (when a figure is asked: "how does it speed up RAG?" asks how), a duration for "how
+    many GPU hours", an amount of money for "how much did it cost"; True for other questions."""
     if wants == "figure" and _ASKS_RATIO.search(question) and not (
             _RATIO.search(sentence) or _PERCENT.search(sentence)):
+        return False
+    if _ASKS_TIME.search(question) and not _TIME.search(sentence) or \
+            _ASKS_MONEY.search(question) and not _MONEY.search(sentence):
         return False
     return not _ASKS_PERCENT.search(question) or bool(_PERCENT.search(sentence))
 
@@ -205,6 +221,42 @@ def names_new(sentence: str, question: str, known: set[str], share: Callable[[st
                for n in name_forms(sentence) + PROPER.findall(sentence))
 
 
+# A question that asks for one particular thing ("which specific base model", "what exact GPU",
+# "which GPU exactly"): a sentence that names nothing new does not say which. English words for
+# "the instance, not the kind"; added in session 12 for dev's near misses.
+_ASKS_SPECIFIC = re.compile(r"\b(?:which|what)\s+(?:(?:\w+\s+){0,3}?(?:specific|exact|particular|precise)\b"
+                            r"|[^?.]{0,60}?\b(?:exactly|specifically|precisely|in particular)\b)", re.I)
+
+
+def asks_specific(question: str) -> bool:
+    """Whether a question asks which particular thing ("which specific model ...?")."""
+    return bool(_ASKS_SPECIFIC.search(question))
+
+
+# A word that says "some of the kind", not which one: "an off-the-shelf instruction-tuned model",
+# "various optimizers", "different maximum learning rates". English determiners, not topics.
+_INDEFINITE = re.compile(r"\b(?:a|an|some|any|various|varied|several|different|multiple|many|other|diverse|"
+                         r"numerous)\s+((?:[\w'/-]+\s+){0,3}[\w'/-]+)", re.I)
+
+
+def only_indefinite(asked: frozenset[str], sentence: str) -> bool:
+    """Whether a sentence holds the asked terms only after a word for "some" ("which optimizer" in
+    "various optimizers", "which base model" in "a pretrained language model"): it speaks of the
+    kind, not of which one. False when it holds none of them, or one outside such a phrase."""
+    held = {t for t in content_terms(sentence) if _stem_in(t, asked)}
+    if not held:
+        return False
+    vague = {t for m in _INDEFINITE.finditer(sentence) for t in content_terms(m.group(1)) if _stem_in(t, asked)}
+    rest = _INDEFINITE.sub(" ", sentence)
+    return held <= vague and not any(_stem_in(t, asked) for t in content_terms(rest))
+
+
+def _stem_in(term: str, asked: frozenset[str]) -> bool:
+    """Whether ``term`` is one of ``asked``, or a stem that extends one ("gpus" and "gpu")."""
+    return any(a == term or (min(len(a), len(term)) >= 3 and (a.startswith(term) or term.startswith(a)))
+               for a in asked)
+
+
 # A figure with its unit is not a name: "1.67x", "410M", "4-bit", "2.00times", "128K-token".
 _FIGURE_NAME = re.compile(r"\d[\d.,]*(?:[A-Za-z]{0,2}|times)(?:-|$)")
 
@@ -217,8 +269,7 @@ def holds_asked(asked: frozenset[str], sentence: str, wants: str = "other") -> b
     if not asked:
         return True
     texts = figure_windows(sentence, ASKED_WINDOW) if wants == "figure" else [sentence]
-    return any(a == t or (min(len(a), len(t)) >= 3 and (a.startswith(t) or t.startswith(a)))
-               for text in texts for t in content_terms(text) for a in asked)
+    return any(_stem_in(t, asked) for text in texts for t in content_terms(text))
 
 
 def coverage(focus: frozenset[str], sentence: str, weights: TermWeights | None) -> float:

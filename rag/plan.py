@@ -3,6 +3,7 @@ a near miss), an answer written by code, or one fact for the model to state."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from . import grounding, prompts
@@ -11,7 +12,7 @@ from .evidence import Evidence
 from .gate import RelevanceGate
 from .grounding import Scored
 from .retrieve import Hit, HybridRetriever
-from .text import squash
+from .text import acronyms, squash
 from .tuning import LIST_CANDIDATES
 from .written import Written, WrittenAnswers
 
@@ -103,6 +104,10 @@ class Planner:
         # follow-ups among them that ask for hardware, models or benchmarks an abstract does not name).
         instance = turn.followup and turn.wants != "figure" and grounding.asks_which(turn.question)
         known = {squash(n) for n in own}
+        # The words an own acronym stands for are its name too ("Web Rephrase Augmented
+        # Pre-training (WRAP)" names nothing new).
+        known |= {squash(word) for h in turn.subject for short, long in acronyms(f"{h.title} {h.text}").items()
+                  if squash(short) in known for word in re.split(r"[\s-]+", long)}
         generic = self.retriever.term_weights().share
 
         def names_one(sc: Scored) -> bool:
@@ -115,6 +120,13 @@ class Planner:
                      and grounding.states_asked_kind(turn.focus_question, sc.text, turn.wants)
                      and (turn.wants != "figure" or grounding.keeps_settings(settings, sc.text, names)
                           and grounding.carries(sc.text, "figure", unnamed))]
+        # "Which specific base model ...?" is not answered by a sentence that names nothing new, nor
+        # "which optimizer ...?" by "various optimizers" (dev split, session 12).
+        specific = grounding.asks_specific(turn.focus_question)
+        answering = [(sc, h) for sc, h in answering
+                     if not (specific and not names_one(sc)
+                             or turn.wants != "figure" and grounding.only_indefinite(asked, sc.text)
+                             and not names_one(sc))]
         if not answering:
             return Plan("near-miss", ranked, answering, candidates)
         if instance:  # the sentences that name a thing first

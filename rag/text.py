@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Callable
 
 import bm25s
@@ -113,7 +114,7 @@ def _head(title: str) -> set[str]:
     return {head} if colon and len(head.split()) <= 3 else set()
 
 
-_INTRODUCES = r"\b(?:propose|present|introduce|call|called|named|dubbed|develop|design)s?\s+"
+_INTRODUCES = r"\b(?:propose|present|introduce|call|called|named|dubbed|develop|design)(?:s|d|ed)?\s+"
 
 
 def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = None) -> set[str]:
@@ -138,6 +139,16 @@ def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = 
     # Within the verb's object: "we propose A B C (ABC)", not "we present X, a system for D E (DE)".
     defined |= {n for n in re.findall(_INTRODUCES + r"(?:[\w'-]+\s+){0,6}?\(([A-Za-z][\w.]*[A-Z][\w.]*"
                                       r"(?:-[\w.]+)*)\)", abstract) if not re.fullmatch(r"[A-Z]{2,}s", n)}
+    # A coined name the abstract uses more than once that hardly another chunk uses ("in TetriInfer
+    # through three pillars", "TetriInfer improves ..."): names of tools a paper builds on are
+    # used across the collection.
+    if common is not None:
+        counts = Counter(re.findall(r"(?<![\\^])\b[A-Za-z]*[a-z][A-Z][\w-]*", abstract))
+        defined |= {n for n, k in counts.items() if k >= 2 and not common(squash(n))}
+    # An acronym of the title's head ("You Only Cache Once" ... "YOCO").
+    head, colon, _ = title.partition(":")
+    initials = "".join(w[0] for w in re.findall(r"[A-Za-z][\w']*", head)).casefold() if colon else ""
+    defined |= {n for n in re.findall(r"\b[A-Z][A-Za-z]*[A-Z]\b", abstract) if len(n) >= 3 and n.casefold() == initials}
     names |= {n for n in defined if not (common and common(squash(n)))}
     return {n for n in names if len(squash(n)) >= 3}
 
@@ -154,6 +165,8 @@ def name_forms(text: str) -> list[str]:
     # A name typed in Latin letters ends where another script starts: Korean and Japanese attach
     # their particles to it ("DiffFit이", "FID는").
     names = [m.group(0) if (m := _LATIN_HEAD.match(n)) else n for n in hyphenated + NAME.findall(text)]
+    # A count typed onto a name is not part of it: "8xa100" is eight A100s (not "Mixtral 8x7B").
+    names = [re.sub(r"^\d+[x\u00d7](?=[A-Za-z])", "", n) for n in names]
     return list(dict.fromkeys(n.rstrip(".") for n in names))
 
 
@@ -229,9 +242,13 @@ def acronyms(text: str) -> dict[str, str]:
         letters = "".join(c for c in acronym.casefold() if c.isalpha())
         if len(letters) < 2:  # "accelerator (A100)" spells nothing
             continue
-        words = list(re.finditer(r"[A-Za-z][\w']*", before))
-        for k in range(1, len(words) + 1):
-            if "".join(w[0][0].casefold() for w in words[-k:]) == letters:
+        # A hyphenated word gives one letter or one per part: "Pre-training" is the P of "Web
+        # Rephrase Augmented Pre-training (WRAP)" and the PT of "Pre-Training (PT)".
+        for pattern in (r"[A-Za-z][\w']*", r"[A-Za-z][\w'-]*"):
+            words = list(re.finditer(pattern, before))
+            k = next((k for k in range(1, len(words) + 1)
+                      if "".join(w[0][0].casefold() for w in words[-k:]) == letters), 0)
+            if k:
                 found.setdefault(acronym, before[words[-k].start():].strip(" -"))
                 break
     return found

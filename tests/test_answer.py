@@ -426,7 +426,7 @@ def test_a_failed_translation_falls_back_to_the_question_as_written(make_engine)
 
 def test_a_comparison_of_a_described_side_retrieves_that_side(make_engine):
     engine = make_engine()
-    answer = engine.ask("CacheBlend vs precomputing KV caches of chunked text offline: TTFT reduction?")
+    answer = engine.ask("CacheBlend vs precomputed KV caches for chunked text in RAG: TTFT reduction?")
     assert answer.written_by == "compare"
     assert {c.title.split(":")[0] for c in answer.citations} >= {"CacheBlend"} and len(answer.citations) == 2
 

@@ -160,8 +160,10 @@ def test_chat_question_set_is_valid_split_and_frozen():
     rows = load_chat_questions()  # raises on a missing title or a key fact not in a gold abstract
     assert len(rows) >= 200
     counts = Counter((r["style"], r["split"]) for r in rows)
-    # Every style on both sides, the first 308 split about in half; the later dev rows (D-*, E-*, J-*, N-*, R-*) are extra.
-    halves = Counter((r["style"], r["split"]) for r in rows if not r["id"].startswith(("D-", "E-", "J-", "N-", "R-")))
+    # Every style on both sides, the first 308 split about in half; the later dev rows (D-*, E-*, J-*, N-*, R-*,
+    # S-*) are extra.
+    halves = Counter((r["style"], r["split"]) for r in rows
+                     if not r["id"].startswith(("D-", "E-", "J-", "N-", "R-", "S-")))
     for style in STYLES:
         assert counts[style, "dev"] >= 8 and abs(halves[style, "dev"] - halves[style, "test"]) <= 2, style
     assert len({r["lang"] for r in rows if r["style"] == "non-english"}) >= 4
