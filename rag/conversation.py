@@ -30,8 +30,11 @@ _CONTINUES = re.compile(r"^\W*(and|also|so|but|then|ok|what about|how about|same
 # "what is pruning?", "what are draft models?": a question for what a thing is, not a detail of
 # the conversation's paper ("what is the batch size?", "what is its speedup?").
 _DEFINES = re.compile(r"^\W*(?:what|who)(?:'s|\s+(?:is|are))\s+(?!(?:the|its?|their|this|that|they)\b)", re.I)
-# A fragment that opens with a preposition ("and on weatherbench?", "what about for llama 13b?").
-_SLOT = re.compile(r"^\W*(?:and|also|what about|how about)?\s*(on|for|with|at|in|using|under)\s", re.I)
+# A fragment that opens with a preposition ("and on weatherbench?", "what about for llama 13b?",
+# "also, on h100?"), and a setting phrase of a question ("on Moving MNIST", "for LLaMA-13B").
+_PREPOSITION = r"(?:on|for|with|at|in|using|under)"
+_SLOT = re.compile(rf"^\W*(?:and|also)?\W*(?:what about|how about)?\s*{_PREPOSITION}\s", re.I)
+_SETTING_PHRASE = re.compile(rf"\b{_PREPOSITION}\s+(?:(?!{_PREPOSITION}\b)[^\s,;:?.!]+\s*){{1,3}}", re.I)
 #: Words by which a follow-up refers to the conversation before it.
 REFERS_BACK = re.compile(r"\b(it|its|it's|they|them|their|theirs|this|that|these|those|he|she|his|her|"
                          r"the (paper|method|model|approach|system|work|technique|authors?|same))\b", re.I)
@@ -191,10 +194,13 @@ class FollowUps:
             # A setting of its own ("on llama-33b?") replaces the previous question's ("for LLaMA-13B").
             earlier = re.sub(r"\S*\d\S*", " ", previous.focus_question) if re.search(r"\d", question) \
                 else previous.focus_question
-            # So does a setting after the same preposition ("and on weatherbench?" after "... on
-            # TaxiBJ?"): grammar, added in session 12 for a dev follow-up.
-            if slot := _SLOT.match(question):
-                earlier = re.sub(rf"\b{slot.group(1)}\s+(?:the\s+|an?\s+)?[^\s,;:?.!]+", " ", earlier, flags=re.I)
+            # So does a setting after a preposition ("and on weatherbench?" after "... MSE on Moving
+            # MNIST?"): the previous question's last such phrase, up to the next preposition or
+            # punctuation. Grammar, added in session 12 for a dev follow-up.
+            if _SLOT.match(question):
+                phrases = list(_SETTING_PHRASE.finditer(earlier))
+                if phrases:
+                    earlier = earlier[:phrases[-1].start()] + " " + earlier[phrases[-1].end():]
             aim = f"{question} {earlier}" if elliptic and not self._own_aspect(question) else question
             return Turn(question, previous.subject, hits, True, aim, wants)
         subject = named or hits[:1]

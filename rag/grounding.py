@@ -117,16 +117,21 @@ _RATIO = re.compile(r"\d\s*(?:x\b|\u00d7|times\b)|\btimes\b|\w*fold\b", re.I)
 
 
 # A question for a duration ("how many GPU hours", "how long did training take") or an amount of
-# money ("how much did it cost", "how much $") is answered by a figure in that unit, not by another
-# figure of the paper ("560 TFlops/GPU", "less than 1% accuracy drop"). English words for units,
-# added in session 12 for dev's near misses that ask a training time or cost.
-_ASKS_TIME = re.compile(r"\bhow many\s+(?:gpu[\s-]*)?(?:hours?|hrs?|days?|minutes?|mins?|seconds?|weeks?|months?)\b"
-                        r"|\bhow long\b[^?]{0,80}?\b(?:take|takes|took|taking)\b", re.I)
-_ASKS_MONEY = re.compile(r"\$|\bdollars?\b|\busd\b|\b(?:how much|what)\s+(?:did|does|do|would|will)\b[^?]{0,60}?"
-                         r"\bcost\b", re.I)
-_TIME = re.compile(r"(?<![\w.])\d[\d.,]*[\s-]*(?:(?:gpu|tpu)s?[\s-]+)?"
-                   r"(?:hours?|hrs?|h|days?|minutes?|mins?|seconds?|secs?|s|ms|weeks?|months?)\b", re.I)
-_MONEY = re.compile(r"\$\s*\d|\d\s*(?:k\s*)?(?:dollars?|usd)\b", re.I)
+# money ("how much did it cost", "how much $", "in dollars") is answered by a figure in that unit,
+# not by another figure of the paper ("560 TFlops/GPU", "less than 1% accuracy drop"). English
+# words for units, added in session 12 for dev's near misses that ask a training time or cost.
+# "How much time" may ask for a share of it, so it is not read as a duration. "cost" is asked only
+# as the verb of its own clause: not "the memory cost", nor "how much does it cut the cost".
+_ASKS_TIME = re.compile(r"\bhow many\s+(?:[gt]pu[\s-]*)?(?:hours?|hrs?|days?|minutes?|mins?|seconds?|weeks?|months?)\b"
+                        r"|\bhow long\s+(?:did|does|do|would|will|was|is)\b[^?]{0,80}?\b(?:take|takes|took)\b", re.I)
+_ASKS_MONEY = re.compile(r"\bhow much\s+(?:money|\$)|\bdollars?\b|\busd\b|\bprice\b"
+                         r"|\b(?:how much|what)\s+(?:did|does|do|would|will)\s+"
+                         r"(?:(?!reduc|cut|lower|sav|decreas|slash|shrink|increas|rais|memory|compute|latency|kv|cache)"
+                         r"[\w'-]+\s+){0,4}?cost\b(?!\s+(?:in|of)\s+(?:memory|compute|latency|time))", re.I)
+_NUMBER_WORD = r"(?:\d[\d.,]*\s*[KMB]?|one|two|three|four|five|six|seven|eight|nine|ten|a few|several|half an?)"
+_TIME = re.compile(rf"(?<![\w.]){_NUMBER_WORD}[\s-]*(?:(?:gpu|tpu)s?[\s-]+)?"
+                   r"(?:hours?|hrs?|days?|minutes?|mins?|seconds?|secs?|weeks?|months?|ms)\b", re.I)
+_MONEY = re.compile(r"\$\s*\d|\d\s*(?:[KMB]|thousand|million|billion)?\s*(?:dollars?|usd)\b|\busd\s*\d", re.I)
 
 
 def states_asked_kind(question: str, sentence: str, wants: str = "figure") -> bool:
@@ -223,32 +228,30 @@ def names_new(sentence: str, question: str, known: set[str], share: Callable[[st
 
 # A question that asks for one particular thing ("which specific base model", "what exact GPU",
 # "which GPU exactly"): a sentence that names nothing new does not say which. English words for
-# "the instance, not the kind"; added in session 12 for dev's near misses.
-_ASKS_SPECIFIC = re.compile(r"\b(?:which|what)\s+(?:(?:\w+\s+){0,3}?(?:specific|exact|particular|precise)\b"
-                            r"|[^?.]{0,60}?\b(?:exactly|specifically|precisely|in particular)\b)", re.I)
+# "the instance, not the kind"; added in session 12 for dev's near misses. The adverb only right
+# after "which/what <noun>": "what exactly does it reuse?" asks what, not which.
+_ASKS_SPECIFIC = re.compile(r"\b(?:which|what)\s+(?:(?:\w+\s+){0,2}?(?:specific|exact|particular|precise)\s+\w"
+                            r"|[\w-]+(?:\s+[\w-]+)?\s+(?:exactly|specifically|precisely|in particular)\b)", re.I)
 
 
 def asks_specific(question: str) -> bool:
     """Whether a question asks which particular thing ("which specific model ...?")."""
-    return bool(_ASKS_SPECIFIC.search(question))
+    return bool(_ASKS_SPECIFIC.search(question)) and asks_which(question)
 
 
-# A word that says "some of the kind", not which one: "an off-the-shelf instruction-tuned model",
-# "various optimizers", "different maximum learning rates". English determiners, not topics.
-_INDEFINITE = re.compile(r"\b(?:a|an|some|any|various|varied|several|different|multiple|many|other|diverse|"
-                         r"numerous)\s+((?:[\w'/-]+\s+){0,3}[\w'/-]+)", re.I)
+# A word that says "some of the kind", not which one: "various optimizers", "different maximum
+# learning rates". English determiners, not topics ("a"/"an" introduce the paper's own things too:
+# "a decoder-decoder architecture, YOCO").
+_INDEFINITE = re.compile(r"\b(?:some|various|varied|several|different|multiple|many|other|diverse|numerous)\s+"
+                         r"((?:[\w'/-]+\s+){0,3}[\w'/-]+)", re.I)
 
 
 def only_indefinite(asked: frozenset[str], sentence: str) -> bool:
     """Whether a sentence holds the asked terms only after a word for "some" ("which optimizer" in
-    "various optimizers", "which base model" in "a pretrained language model"): it speaks of the
-    kind, not of which one. False when it holds none of them, or one outside such a phrase."""
-    held = {t for t in content_terms(sentence) if _stem_in(t, asked)}
-    if not held:
-        return False
-    vague = {t for m in _INDEFINITE.finditer(sentence) for t in content_terms(m.group(1)) if _stem_in(t, asked)}
-    rest = _INDEFINITE.sub(" ", sentence)
-    return held <= vague and not any(_stem_in(t, asked) for t in content_terms(rest))
+    "various optimizers"): it speaks of the kind, not of which one. False when it holds none of
+    them, or one outside such a phrase."""
+    vague = any(_stem_in(t, asked) for m in _INDEFINITE.finditer(sentence) for t in content_terms(m.group(1)))
+    return vague and not any(_stem_in(t, asked) for t in content_terms(_INDEFINITE.sub(" ", sentence)))
 
 
 def _stem_in(term: str, asked: frozenset[str]) -> bool:

@@ -118,12 +118,7 @@ def sides(question: str) -> list[str]:
     """The things a comparison sets side by side: "A vs B vs C", "compare A and B", "difference
     between A and B"; [] for any other question."""
     parts = _VERSUS.split(question)
-    if len(parts) >= 2:
-        # The sides end where the question's other clauses start: "MSG vs G_stack, how much
-        # speedup each?" sets MSG beside G_stack; "for pretraining: MSG vs ..." starts at MSG.
-        parts[0] = _CLAUSE_BREAK.split(parts[0])[-1]
-        parts[-1] = _CLAUSE_BREAK.split(parts[-1])[0]
-    elif m := _COMPARE_PAIR.search(question):
+    if len(parts) < 2 and (m := _COMPARE_PAIR.search(question)):
         parts = [m.group(1), m.group(2)]
     parts = [p.strip(" ,.:;?!") for p in parts]
     return parts if len(parts) >= 2 and all(parts) else []

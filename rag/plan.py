@@ -122,11 +122,10 @@ class Planner:
                           and grounding.carries(sc.text, "figure", unnamed))]
         # "Which specific base model ...?" is not answered by a sentence that names nothing new, nor
         # "which optimizer ...?" by "various optimizers" (dev split, session 12).
-        specific = grounding.asks_specific(turn.focus_question)
-        answering = [(sc, h) for sc, h in answering
-                     if not (specific and not names_one(sc)
-                             or turn.wants != "figure" and grounding.only_indefinite(asked, sc.text)
-                             and not names_one(sc))]
+        if turn.wants != "figure" and grounding.asks_which(turn.focus_question):
+            specific = grounding.asks_specific(turn.focus_question)
+            answering = [(sc, h) for sc, h in answering if names_one(sc) or not (
+                specific or grounding.only_indefinite(asked, sc.text))]
         if not answering:
             return Plan("near-miss", ranked, answering, candidates)
         if instance:  # the sentences that name a thing first

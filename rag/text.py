@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections import Counter
 from collections.abc import Callable
 
 import bm25s
@@ -108,13 +107,19 @@ def paper_names(title: str) -> set[str]:
 _TITLE_NAME = re.compile(r"(?:^|\b(?:with|via|using|by|from)\s)(\w+(?:-\w+)+)")
 
 
+def _title_head(title: str) -> str:
+    """The part of a title before its colon ("" without one)."""
+    head, colon, _ = title.partition(":")
+    return head if colon else ""
+
+
 def _head(title: str) -> set[str]:
     """The part of a title before its colon, when it is short enough to be a name."""
-    head, colon, _ = title.partition(":")
-    return {head} if colon and len(head.split()) <= 3 else set()
+    head = _title_head(title)
+    return {head} if head and len(head.split()) <= 3 else set()
 
 
-_INTRODUCES = r"\b(?:propose|present|introduce|call|called|named|dubbed|develop|design)(?:s|d|ed)?\s+"
+_INTRODUCES = r"\b(?:propose|present|introduce|call|called|named|dubbed|develop|design|our proposed)s?\s+"
 
 
 def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = None) -> set[str]:
@@ -122,8 +127,9 @@ def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = 
     HBM, LoRA, ALiBi, "Low-Rank"): a question that uses one of these calls the paper by name. The
     title's head before a colon; a title word written as a name only a coined one has (CamelCase,
     digits: ZipVL, MInference, Qwen2.5-1M); a hyphenated title name its abstract repeats
-    (Sarathi-Serve, mllm-NPU, Self-Infilling); a name the abstract introduces ("we propose JRT-RNN"), with its
-    acronym in brackets ("we introduce Web Rephrase Augmented Pre-training (WRAP)"). A name from the
+    (Sarathi-Serve, mllm-NPU, Self-Infilling); a name the abstract introduces ("we propose JRT-RNN",
+    "our proposed LongGen"), with its acronym in brackets ("we introduce Web Rephrase Augmented
+    Pre-training (WRAP)"); an acronym of the title's head (YOCO of "You Only Cache Once"). A name from the
     abstract that is also a word the collection uses often (``common``: "SPEED") is left out:
     a question that uses the word ("speed up") does not name the paper."""
     names = _head(title)
@@ -139,15 +145,8 @@ def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = 
     # Within the verb's object: "we propose A B C (ABC)", not "we present X, a system for D E (DE)".
     defined |= {n for n in re.findall(_INTRODUCES + r"(?:[\w'-]+\s+){0,6}?\(([A-Za-z][\w.]*[A-Z][\w.]*"
                                       r"(?:-[\w.]+)*)\)", abstract) if not re.fullmatch(r"[A-Z]{2,}s", n)}
-    # A coined name the abstract uses more than once that hardly another chunk uses ("in TetriInfer
-    # through three pillars", "TetriInfer improves ..."): names of tools a paper builds on are
-    # used across the collection.
-    if common is not None:
-        counts = Counter(re.findall(r"(?<![\\^])\b[A-Za-z]*[a-z][A-Z][\w-]*", abstract))
-        defined |= {n for n, k in counts.items() if k >= 2 and not common(squash(n))}
     # An acronym of the title's head ("You Only Cache Once" ... "YOCO").
-    head, colon, _ = title.partition(":")
-    initials = "".join(w[0] for w in re.findall(r"[A-Za-z][\w']*", head)).casefold() if colon else ""
+    initials = "".join(w[0] for w in re.findall(r"[A-Za-z][\w']*", _title_head(title))).casefold()
     defined |= {n for n in re.findall(r"\b[A-Z][A-Za-z]*[A-Z]\b", abstract) if len(n) >= 3 and n.casefold() == initials}
     names |= {n for n in defined if not (common and common(squash(n)))}
     return {n for n in names if len(squash(n)) >= 3}
@@ -165,8 +164,9 @@ def name_forms(text: str) -> list[str]:
     # A name typed in Latin letters ends where another script starts: Korean and Japanese attach
     # their particles to it ("DiffFit이", "FID는").
     names = [m.group(0) if (m := _LATIN_HEAD.match(n)) else n for n in hyphenated + NAME.findall(text)]
-    # A count typed onto a name is not part of it: "8xa100" is eight A100s (not "Mixtral 8x7B").
-    names = [re.sub(r"^\d+[x\u00d7](?=[A-Za-z])", "", n) for n in names]
+    # A count typed onto a name is not part of it: "8xa100" is eight A100s (not "Mixtral 8x7B", nor
+    # "2xspeedup").
+    names = [re.sub(r"^\d+[x\u00d7](?=[A-Za-z]+\d)", "", n) for n in names]
     return list(dict.fromkeys(n.rstrip(".") for n in names))
 
 

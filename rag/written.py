@@ -40,9 +40,11 @@ def with_quote(text: str, citations: list[Citation], quote: Scored, hit: Hit) ->
 
 
 def _fits_row(sentence: Scored, turn: Turn) -> bool:
-    """Whether a sentence may be a comparison row: for a figure question, any figure of the asked
-    kind; else a sentence about the question at all (as for a described paper)."""
-    fits = sentence.has_figure if turn.wants == "figure" else grounding.answers(sentence, turn.wants, anchored=False)
+    """Whether a sentence may be a comparison row: a sentence about the question at all (as for a
+    described paper), or, for a figure question, a figure beside one of the asked words; either
+    way of the asked kind (a ratio for a speedup)."""
+    fits = grounding.answers(sentence, turn.wants, anchored=False) or (
+        turn.wants == "figure" and sentence.has_figure and sentence.figure_coverage > 0)
     return fits and grounding.states_asked_kind(turn.focus_question, sentence.text, turn.wants)
 
 
@@ -93,10 +95,8 @@ class WrittenAnswers:
         for hit in papers:
             # Rows are lenient (as for a described paper): a comparison's aspect is often broad
             # ("how does each ...", "which is faster"), so each paper's best-fitting sentence is shown.
-            # The user named the paper, so a figure question shows its best-ranked figure of the
-            # asked kind (a ratio for a speedup) however few words it shares with the question
-            # ("headline gain" vs "7.4x more requests"): dev compare questions, key facts in the
-            # written rows 0.60 -> 0.67 (52 questions, session 12).
+            # The user named the paper, so a figure beside an asked word is shown even when the
+            # sentence as a whole shares little with the question.
             ranked = self.evidence.rank_sentences(turn.focus_question, [hit], turn.wants, others)
             answering = [sc for sc, _ in ranked if _fits_row(sc, turn)]
             if not answering:

@@ -173,6 +173,12 @@ def test_an_ellipsis_is_held_to_its_own_setting_not_the_previous_questions(make_
     turn = engine.followups.turn("and on llama-33b?", previous)
     plan = engine.planner.plan(turn.question, turn)
     assert turn.followup and plan.kind == "fact" and "33B" in plan.answering[0][0].text
+    # A setting after the same preposition replaces the previous one, names as well as figures.
+    previous = engine.followups.turn("how much does PredFormer cut MSE on TaxiBJ?", None)
+    turn = engine.followups.turn("and on weatherbench?", previous)
+    assert turn.followup and "TaxiBJ" not in turn.focus_question and "MSE" in turn.focus_question
+    plan = engine.planner.plan(turn.question, turn)
+    assert plan.kind == "fact" and "WeatherBench" in plan.answering[0][0].text
 
 
 @pytest.mark.parametrize("question", ["", "   \n\t ", "\x00\x01"])
@@ -426,7 +432,7 @@ def test_a_failed_translation_falls_back_to_the_question_as_written(make_engine)
 
 def test_a_comparison_of_a_described_side_retrieves_that_side(make_engine):
     engine = make_engine()
-    answer = engine.ask("CacheBlend vs precomputed KV caches for chunked text in RAG: TTFT reduction?")
+    answer = engine.ask("CacheBlend vs precomputing KV caches of chunked text offline: TTFT reduction?")
     assert answer.written_by == "compare"
     assert {c.title.split(":")[0] for c in answer.citations} >= {"CacheBlend"} and len(answer.citations) == 2
 
@@ -550,3 +556,31 @@ def test_a_named_papers_own_digits_are_neither_an_unknown_name_nor_the_asked_fig
     turn = engine.followups.turn(question, None)
     assert not engine.gate.unknown_name(question, turn.subject)
     assert "1 million" in engine.planner.plan(question, turn).answering[0][0].text
+
+
+def test_a_comparison_row_is_a_figure_of_the_asked_kind_beside_an_asked_word():
+    """The user named the row's paper: a figure beside an asked word is shown even when the sentence
+    as a whole shares little with the question; a speedup needs a ratio."""
+    from rag.conversation import Turn
+    from rag.grounding import Scored
+    from rag.written import _fits_row
+
+    turn = Turn("A vs B: prefill speedup?", [], [], focus_question="A vs B: prefill speedup?", wants="figure",
+                kind="compare")
+    beside = Scored("Our engine attains over 10x speedup for the prefill speed.", 0.2, 0.2, True, 1.0)
+    assert _fits_row(beside, turn)
+    assert not _fits_row(Scored("It uses 8 GPUs in 24 hours.", 0.2, 0.2, True, 1.0), turn)  # no ratio
+    assert not _fits_row(Scored("It cuts memory 3x.", 0.2, 0.2, True, 0.0), turn)  # about something else
+    assert _fits_row(Scored("Prefill is 3x faster.", 0.4, 0.3, True, 0.0), turn)  # about the question
+
+
+def test_which_specific_thing_needs_a_sentence_that_names_one(make_engine):
+    """"Which GPU exactly ...?" is not answered by "running on fixed hardware"; "which GPU ...?"
+    without "exactly" is held to the usual checks."""
+    engine = make_engine()
+    question = "Which hardware exactly runs the AlgoPerf benchmark workloads?"
+    plan = engine.planner.plan(question, engine.followups.turn(question, None))
+    assert plan.kind == "near-miss"
+    question = "Which hardware runs the AlgoPerf benchmark workloads?"
+    plan = engine.planner.plan(question, engine.followups.turn(question, None))
+    assert plan.kind == "fact" and "fixed hardware" in plan.answering[0][0].text

@@ -190,3 +190,50 @@ def test_a_sentence_names_something_new_by_a_names_form_not_by_a_figure_or_a_com
     assert not new("AcceLLM cuts latency by 30% on 7B models.")  # its own name, figures
     assert not new("It runs 4-bit weights at 2.00times the speed with 128K-token prompts.")  # figures with units
     assert not new("We design an LLM-based scheduler for the KV cache.")  # names most of the collection uses
+
+
+def test_a_duration_or_a_cost_is_answered_by_a_figure_in_that_unit():
+    from rag.grounding import states_asked_kind
+
+    swiftkv = "It reaches 560 TFlops/GPU, which is 16K tokens/s for Llama-3.1-70B on 4x H100 GPUs."
+    assert not states_asked_kind("how many GPU hours did the distillation take?", swiftkv)
+    assert states_asked_kind("how many GPU hours did the distillation take?", "It takes 3 GPU-hours.")
+    assert states_asked_kind("how long does prefill take at 1M tokens?", "It takes 30 minutes on an A100.")
+    assert not states_asked_kind("how long did calibrating take?", "It drops less than 1% accuracy.")
+    assert states_asked_kind("how much did it cost to pretrain?", "It costs roughly $20 on 8 GPUs.")
+    assert states_asked_kind("how much $ to pretrain it?", "It takes 1.13 hours at a cost of $20.")
+    assert not states_asked_kind("what did the large version cost?", "It scores 79.6 in 1.13 hours.")
+    # Neither a length nor a cut in cost asks for a unit.
+    assert states_asked_kind("how long a context does it reach?", "It extends to 1M tokens.")
+    assert states_asked_kind("how much does it reduce the cost?", "It cuts cost by 40%.")
+    assert not states_asked_kind("how much did the training cost?", "It trains 2x faster.")
+    assert states_asked_kind("How much does it cut the memory cost of the KV cache?", "It cuts it by 62.5%.")
+    assert states_asked_kind("What does the KV cache cost in memory?", "It needs 62.5% less.")
+    assert states_asked_kind("How does HiP reduce the time complexity to $O(T \\log T)$?", "It is O(T log T).")
+    assert states_asked_kind("how many GPU hours did training take?", "Training took 2.4M GPU hours.")
+    assert states_asked_kind("how many days did it take?", "It took two weeks.")
+    assert not states_asked_kind("how many GPU hours did training take?", "It uses 1000s of GPUs.")
+    assert states_asked_kind("how long a context can it take?", "It takes 1M tokens.")  # a length
+    assert states_asked_kind("how much time of attention is temporal?", "It takes 68% of the time.")
+
+
+def test_which_specific_thing_and_what_the_kind_only_is_said_of():
+    from rag.grounding import asks_specific, only_indefinite
+
+    assert asks_specific("which specific base model did they fine-tune?")
+    assert asks_specific("Which GPU exactly runs the benchmark?")
+    assert asks_specific("what exact learning rate worked best?")
+    assert not asks_specific("which model did they fine-tune?")
+    assert not asks_specific("how does it handle specific prompts?")
+    # What a thing is or does, and a figure, are not "which one".
+    assert not asks_specific("What exactly does DroidSpeak reuse?")
+    assert not asks_specific("What is the exact prefill speedup of mllm-NPU?")
+    optimizer = asked_terms("which optimizer came out on top?")
+    assert only_indefinite(optimizer, "We evaluate baselines built with various optimizers.")
+    assert not only_indefinite(optimizer, "The AdamW optimizer came out on top of various optimizers.")
+    assert not only_indefinite(optimizer, "It beats SGD by 2 points.")  # holds none of the asked words
+    dataset = asked_terms("which dataset do they pretrain on?")
+    assert only_indefinite(dataset, "We pretrain on several curated datasets.")
+    assert not only_indefinite(asked_terms("what architecture does YOCO use?"),
+                               "We introduce a decoder-decoder architecture, YOCO, which caches once.")
+    assert not only_indefinite(dataset, "We pretrain on the C4 dataset.")

@@ -82,6 +82,13 @@ def test_a_paper_is_named_by_its_own_names_not_by_the_names_of_what_it_uses():
     assert own_names("Meta-Learning to Improve Pre-Training", "We meta-learn the weights.") == set()
     # A name the collection uses as a word ("SPEED") is not a name.
     assert own_names("Little Giants", "We propose SPEED.", common=lambda w: w == "speed") == set()
+    # An acronym of the title's head; "our proposed X".
+    assert own_names("You Only Cache Once: Decoder-Decoder Architectures",
+                     "We introduce a decoder-decoder architecture, YOCO, which caches once.") == {"YOCO"}
+    assert "YOCO" not in own_names("Only Once: Caching", "We compare with YOCO.")  # not its head's letters
+    assert "LongGen" in own_names("A Little Goes a Long Way", "This leads to our proposed LongGen, which is fast.")
+    assert own_names("FooServe: fast serving", "Unlike the previously proposed FlashAttention-2 kernel, models "
+                     "developed by OpenAI (GPT-4) are slow.") == {"FooServe"}
 
 
 def test_the_words_before_a_leading_colon_name_the_subject():
@@ -102,6 +109,10 @@ def test_an_acronym_the_abstract_defines_reads_as_its_long_form():
     assert defined == {"TTFT": "time-to-first-token", "TPOT": "time per output token", "NPU": "Neural Processing Unit",
                        "LLM": "large language models"}
     assert acronyms("we test it (see below) on GLUE (SOTA)") == {}  # no long form spells them
+    # A hyphenated word gives one letter, or one per part.
+    assert acronyms("we propose Web Rephrase Augmented Pre-training (WRAP)") == {
+        "WRAP": "Web Rephrase Augmented Pre-training"}
+    assert acronyms("continual Pre-Training (PT) of models") == {"PT": "Pre-Training"}
     assert spell_acronyms("TurboRAG reduces TTFT by 9.4x.", defined) == (
         "TurboRAG reduces TTFT (time-to-first-token) by 9.4x.")
     assert spell_acronyms("It cuts the time-to-first-token by 2x.", defined) == (
@@ -129,3 +140,6 @@ def test_names_keep_their_dots_and_lose_another_scripts_particles():
     assert found == ["llama-3.1-70b", "SwiftKV", "H100"]
     assert name_forms("DiffFit이 ImageNet 512x512에서 얻은 FID는 얼마야?")[:2] == ["DiffFit", "ImageNet"]
     assert "Qwen2.5-1M" in name_forms("bei Qwen2.5-1M mit 1M Tokens")
+    # A count typed onto a name is not part of it; a name with a count inside is one name.
+    assert "a100" in name_forms("sarathi-serve gain on 8xa100?") and "H100" in name_forms("on 4\u00d7H100")
+    assert "8x7B" in name_forms("Mixtral 8x7B") and "speedup" not in name_forms("a 2xspeedup")
