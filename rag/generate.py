@@ -35,9 +35,12 @@ def condense_start() -> list[Message]:
     ]
 
 
-def translate_messages(question: str) -> list[Message]:
-    """The prompt that translates a question into English."""
-    return [{"role": "system", "content": prompts.TRANSLATE_SYSTEM_PROMPT},
+def translate_messages(question: str, as_question: bool = False) -> list[Message]:
+    """The prompt that translates a question into English (``as_question``: said again that it is
+    a question, for a retry after a statement came back)."""
+    system = f"{prompts.TRANSLATE_SYSTEM_PROMPT} {prompts.TRANSLATE_AS_QUESTION}" if as_question \
+        else prompts.TRANSLATE_SYSTEM_PROMPT
+    return [{"role": "system", "content": system},
             {"role": "user", "content": prompts.TRANSLATE_EXAMPLE},
             {"role": "assistant", "content": prompts.TRANSLATE_EXAMPLE_ANSWER},
             {"role": "user", "content": question}]

@@ -57,6 +57,12 @@ TRANSLATE_SYSTEM_PROMPT = (
     "Translate the user's question into English. Keep names, numbers and technical terms exactly as "
     "written. Reply with the English question only."
 )
+#: Said again when a question came back as a statement ("TurboRAG uses a specific base model."):
+#: the 0.5B model sometimes answers or restates a question instead of translating it.
+TRANSLATE_AS_QUESTION = (
+    "The user's text is a question. Translate it as an English question that asks the same thing, "
+    "ending with a question mark. Do not answer it."
+)
 # No name in the example: the 0.5B model copied an example's name into its translations.
 TRANSLATE_EXAMPLE = "Wie viel schneller ist das Verfahren beim Dekodieren?"
 TRANSLATE_EXAMPLE_ANSWER = "How much faster is the method at decoding?"

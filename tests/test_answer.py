@@ -218,6 +218,22 @@ def test_a_translation_that_drops_a_name_keeps_it(make_engine):
     assert "mllm-NPU" in answer.standalone_question and answer.citations[0].title.startswith("Empowering")
 
 
+def test_a_question_translated_as_a_statement_is_asked_again_as_a_question(make_engine):
+    from rag import prompts
+
+    engine = make_engine("mllm-NPU reaches 1,000 tokens/s.", "How fast is the prefill of mllm-NPU?", REPLY)
+    english, lang = engine.translator.english("Quelle est la vitesse de préremplissage de mllm-NPU ?")
+    assert english == "How fast is the prefill of mllm-NPU?"
+    assert prompts.TRANSLATE_AS_QUESTION in engine.llm.calls[1][0]["content"]
+    # A second statement keeps the first; a text that asks nothing is not asked again.
+    engine = make_engine("mllm-NPU is fast.", "mllm-NPU is very fast.")
+    assert engine.translator.english("Quelle est la vitesse de mllm-NPU ?")[0] == "mllm-NPU is fast."
+    engine = make_engine("Tell me about mllm-NPU.")
+    english, _ = engine.translator.english("Dites-moi ce que fait mllm-NPU et comment il est rapide.")
+    assert english.startswith("Tell me about mllm-NPU.")
+    assert len(engine.llm.calls) == 1
+
+
 def test_a_translation_that_cuts_a_name_up_gets_it_whole(make_engine):
     engine = make_engine("How much faster is prefill with Qwen2. 5-1M at 1M tokens?", REPLY)
     answer = engine.ask("Wie viel schneller ist das Prefill bei Qwen2.5-1M mit 1M Tokens Kontext?")
