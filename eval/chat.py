@@ -41,7 +41,8 @@ comparisons, other languages and lists), the kinds dev had too few of to price a
 Session 12 began the same way: two helpers with different personas (a PhD student typing on a
 phone; a product manager who describes ideas in plain words and misspells names) wrote the "fresh5"
 split (150 questions, P-* and Q-*, all nine styles, a third of the non-English ones unanswerable),
-and a third wrote 75 dev questions (R-*: comparisons, non-English near misses, near misses).
+a third wrote 75 dev questions (R-*: comparisons, non-English near misses, near misses), and a fourth
+40 hard unanswerable dev questions (S-*: absent systems close to the collection's, near misses).
 """
 
 from __future__ import annotations
