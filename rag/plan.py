@@ -103,11 +103,15 @@ class Planner:
         # answered 210 -> 216 of 241, abstained unchanged, 120 of 138, with 24 unanswerable
         # follow-ups among them that ask for hardware, models or benchmarks an abstract does not name).
         instance = turn.followup and turn.wants != "figure" and grounding.asks_which(turn.question)
+        # "Which specific base model ...?" is not answered by a sentence that names nothing new, nor
+        # "which optimizer ...?" by "various optimizers" (dev split, session 12).
+        which = turn.wants != "figure" and grounding.asks_which(turn.focus_question)
         known = {squash(n) for n in own}
-        # The words an own acronym stands for are its name too ("Web Rephrase Augmented
-        # Pre-training (WRAP)" names nothing new).
-        known |= {squash(word) for h in turn.subject for short, long in acronyms(f"{h.title} {h.text}").items()
-                  if squash(short) in known for word in re.split(r"[\s-]+", long)}
+        if instance or which:  # only these ask whether a sentence names something new
+            # The words an own acronym stands for are its name too ("Web Rephrase Augmented
+            # Pre-training (WRAP)" names nothing new).
+            known |= {squash(word) for h in turn.subject for short, long in acronyms(f"{h.title} {h.text}").items()
+                      if squash(short) in known for word in re.split(r"[\s-]+", long)}
         generic = self.retriever.term_weights().share
 
         def names_one(sc: Scored) -> bool:
@@ -120,9 +124,7 @@ class Planner:
                      and grounding.states_asked_kind(turn.focus_question, sc.text, turn.wants)
                      and (turn.wants != "figure" or grounding.keeps_settings(settings, sc.text, names)
                           and grounding.carries(sc.text, "figure", unnamed))]
-        # "Which specific base model ...?" is not answered by a sentence that names nothing new, nor
-        # "which optimizer ...?" by "various optimizers" (dev split, session 12).
-        if turn.wants != "figure" and grounding.asks_which(turn.focus_question):
+        if which:
             specific = grounding.asks_specific(turn.focus_question)
             answering = [(sc, h) for sc, h in answering if names_one(sc) or not (
                 specific or grounding.only_indefinite(asked, sc.text))]

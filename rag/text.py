@@ -119,7 +119,7 @@ def _head(title: str) -> set[str]:
     return {head} if head and len(head.split()) <= 3 else set()
 
 
-_INTRODUCES = r"\b(?:propose|present|introduce|call|called|named|dubbed|develop|design|our proposed)s?\s+"
+_INTRODUCES = r"\b(?:(?:propose|present|introduce|call|called|named|dubbed|develop|design)s?|our proposed)\s+"
 
 
 def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = None) -> set[str]:
@@ -147,7 +147,8 @@ def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = 
                                       r"(?:-[\w.]+)*)\)", abstract) if not re.fullmatch(r"[A-Z]{2,}s", n)}
     # An acronym of the title's head ("You Only Cache Once" ... "YOCO").
     initials = "".join(w[0] for w in re.findall(r"[A-Za-z][\w']*", _title_head(title))).casefold()
-    defined |= {n for n in re.findall(r"\b[A-Z][A-Za-z]*[A-Z]\b", abstract) if len(n) >= 3 and n.casefold() == initials}
+    if len(initials) >= 3:  # the abstract is searched only when there is such an acronym to find
+        defined |= {n for n in re.findall(r"\b[A-Z][A-Za-z]*[A-Z]\b", abstract) if n.casefold() == initials}
     names |= {n for n in defined if not (common and common(squash(n)))}
     return {n for n in names if len(squash(n)) >= 3}
 
