@@ -206,9 +206,16 @@ class FollowUps:
             # An ellipsis with a word of its own ("storage?", "and for decoding?") asks about that,
             # in the previous question's kind (a figure); one that only names something ("on
             # llama-70b?", "and jrt-rnn?") asks the previous question again about it.
-            # A setting of its own ("on llama-33b?") replaces the previous question's ("for LLaMA-13B").
-            earlier = re.sub(r"\S*\d\S*", " ", previous.focus_question) if re.search(r"\d", question) \
-                else previous.focus_question
+            # What it asks again is what the previous question asked for ("what MSE reduction ... on
+            # Moving MNIST?" -> "MSE reduction"): the rest of that question is its setting, which the
+            # ellipsis replaces ("and TaxiBJ?"), and a sentence about the new setting does not hold it.
+            earlier = grounding.asked_phrase(previous.focus_question)
+            # Without such a phrase, or one that only says a figure's kind ("how much faster is X
+            # prefill ..."), the previous question less its settings: one of the ellipsis's own ("on
+            # llama-33b?") replaces the previous question's ("for LLaMA-13B").
+            if not content_terms(earlier) - grounding.FIGURE_KIND:
+                earlier = re.sub(r"\S*\d\S*", " ", previous.focus_question) if re.search(r"\d", question) \
+                    else previous.focus_question
             # So does a setting after a preposition ("and on weatherbench?" after "... MSE on Moving
             # MNIST?"): the previous question's last such phrase, up to the next preposition or
             # punctuation. Grammar, added in session 12 for a dev follow-up.

@@ -180,6 +180,20 @@ def keeps_settings(question: str, sentence: str, subject: str = "") -> bool:
     return True
 
 
+def asked_phrase(question: str) -> str:
+    """The words after a question's question word up to the first stopword ("what MSE reduction
+    does ..." -> "MSE reduction", "how many points of ..." -> "points"); empty without one."""
+    match = _ASKED_START.search(question)
+    if not match:
+        return ""
+    words = []
+    for word in re.findall(r"[\w'-]+", question[match.end():])[:ASKED_MAX_WORDS]:
+        if not content_terms(word) or word.casefold() in ("and", "or", "vs"):
+            break
+        words.append(word)
+    return " ".join(words)
+
+
 def asked_terms(question: str, subject: str = "") -> frozenset[str]:
     """The content terms of what a question asks about: the words after its question word up to
     the first stopword ("what prefill chunk size did ..." -> prefill, chunk; "how many gpus and
@@ -188,15 +202,7 @@ def asked_terms(question: str, subject: str = "") -> frozenset[str]:
 
     English grammar, not topics: a sentence about the paper that holds none of these words does
     not say what was asked (a near miss). Written on the dev split's near misses."""
-    match = _ASKED_START.search(question)
-    if not match:
-        return frozenset()
-    words = []
-    for word in re.findall(r"[\w'-]+", question[match.end():])[:ASKED_MAX_WORDS]:
-        if not content_terms(word) or word.casefold() in ("and", "or", "vs"):
-            break
-        words.append(word)
-    terms = content_terms(" ".join(words))
+    terms = content_terms(asked_phrase(question))
     if terms & GENERIC:  # "which closed model ...", "which system ...": a name is asked, not a detail
         return frozenset()
     return frozenset(terms - content_terms(subject) - FIGURE_KIND)
@@ -314,11 +320,21 @@ def without_names(text: str, names: list[str]) -> str:
     return text
 
 
+def _unit(unit: str) -> str:
+    """A setting's unit, one spelling for each ("bn", "billion" -> "b"; "gpus" -> "gpu")."""
+    unit = unit.casefold().rstrip("s")
+    return {"bn": "b", "billion": "b", "million": "m"}.get(unit, unit)
+
+
 def carries(answer: str, wants: str, question: str = "") -> bool:
     """Whether an answer holds the kind of thing asked: a figure the question does not hold, or a
     name (a capitalised or CamelCase word, an acronym)."""
     if wants == "figure":
-        return bool(figures(answer) - figures(question))
+        # A figure in the unit of a setting the question holds is another setting, not a value:
+        # "decode tok/s for the 14B model?" is not answered by "models from 2B to 14B".
+        units = {_unit(u) for _, u in _SETTING.findall(question)}
+        settings = {n for n, u in _SETTING.findall(answer) if _unit(u) in units}
+        return bool(figures(answer) - figures(question) - settings)
     if wants == "name":
         return bool(NAME.search(answer)) or bool(re.search(r"(?<![.!?]\s)\b[A-Z][a-z]+[A-Z]?\w*", answer[1:]))
     return True

@@ -193,6 +193,27 @@ def word_grams(text: str) -> set[str]:
     return grams
 
 
+@functools.cache
+def _english_words() -> frozenset[str]:
+    """The whole words of the embedding model's English vocabulary (bert-base-uncased, ~22k),
+    shipped in ``rag/data`` for the tokenizer: a dictionary of ordinary words."""
+    import json
+
+    from .settings import PACKAGE_DATA
+
+    vocab = json.loads((PACKAGE_DATA / "minilm-tokenizer.json").read_text())["model"]["vocab"]
+    return frozenset(w for w in vocab if w.isalpha() and w.islower())
+
+
+def lowercase_word(name: str, question: str) -> bool:
+    """Whether ``name`` is an ordinary English word ("KIND", "SCOPE") that ``question`` only
+    writes in lower case: "what kind of task ...?" does not call the KIND paper by name."""
+    if not name.isalpha() or name.casefold() not in _english_words():
+        return False
+    found = re.findall(rf"(?<![\w-]){re.escape(name)}(?![\w-])", question, re.I)
+    return bool(found) and all(f.islower() for f in found)
+
+
 def mentions(question: str, names: set[str], known: Callable[[str], bool] | None = None) -> bool:
     """Whether the question mentions one of ``names`` (squashed): as one to three adjacent words,
     exactly, or with a typo (``FUZZY_NAME``) in a word typed in lower case that is not a word the

@@ -179,6 +179,13 @@ def test_an_ellipsis_is_held_to_its_own_setting_not_the_previous_questions(make_
     assert turn.followup and "TaxiBJ" not in turn.focus_question and "MSE" in turn.focus_question
     plan = engine.planner.plan(turn.question, turn)
     assert plan.kind == "fact" and "WeatherBench" in plan.answering[0][0].text
+    # With no preposition ("and TaxiBJ?"), the ellipsis asks again what the previous question asked
+    # for ("MSE reduction"), not the rest of it ("on Moving MNIST"), which it replaces.
+    previous = engine.followups.turn("What MSE reduction does PredFormer get on Moving MNIST?", None)
+    turn = engine.followups.turn("and TaxiBJ?", previous)
+    assert turn.followup and "MNIST" not in turn.focus_question and "MSE reduction" in turn.focus_question
+    plan = engine.planner.plan(turn.question, turn)
+    assert plan.kind == "fact" and "33.1%" in plan.answering[0][0].text
 
 
 @pytest.mark.parametrize("question", ["", "   \n\t ", "\x00\x01"])
@@ -600,3 +607,13 @@ def test_which_specific_thing_needs_a_sentence_that_names_one(make_engine):
     question = "Which hardware runs the AlgoPerf benchmark workloads?"
     plan = engine.planner.plan(question, engine.followups.turn(question, None))
     assert plan.kind == "fact" and "fixed hardware" in plan.answering[0][0].text
+
+
+def test_a_which_follow_up_is_answered_by_a_sentence_that_holds_its_noun_and_names_one(make_engine):
+    # "models" is a word every question has, so it is not among the asked terms; the sentence
+    # "... and models including LLaMA-3-1M, GLM4-1M ..." holds it and names models.
+    engine = make_engine()
+    previous = engine.followups.turn("what is MInference", None)
+    turn = engine.followups.turn("what models did they test it on?", previous)
+    plan = engine.planner.plan(turn.question, turn)
+    assert turn.followup and plan.kind == "fact" and "LLaMA-3-1M" in plan.answering[0][0].text
