@@ -54,6 +54,8 @@ class Turn:
     focus_question: str = ""  # whose words say what is asked (an ellipsis borrows the previous one's)
     wants: str = "other"
     kind: str = "fact"  # "fact", "list" or "compare" (see intent.intent)
+    #: What it asks for (:func:`grounding.asked_phrase`: "MSE reduction"), carried through ellipses.
+    asks: str = ""
 
 
 def rare_words(text: str, index: KeywordIndex) -> list[str]:
@@ -209,11 +211,14 @@ class FollowUps:
             # What it asks again is what the previous question asked for ("what MSE reduction ... on
             # Moving MNIST?" -> "MSE reduction"): the rest of that question is its setting, which the
             # ellipsis replaces ("and TaxiBJ?"), and a sentence about the new setting does not hold it.
-            earlier = grounding.asked_phrase(previous.focus_question)
-            # Without such a phrase, or one that only says a figure's kind ("how much faster is X
-            # prefill ..."), the previous question less its settings: one of the ellipsis's own ("on
-            # llama-33b?") replaces the previous question's ("for LLaMA-13B").
-            if not content_terms(earlier) - grounding.FIGURE_KIND:
+            # A chain of ellipses ("and TaxiBJ?", then "and WeatherBench?") keeps asking it.
+            earlier = asks = previous.asks
+            # Without such a phrase, or one that only says a figure's kind, uses words every question
+            # has or names the paper ("how much faster is X prefill ...", "which model ...", "whats
+            # the LongGen paper"), the previous question less its settings: one of the ellipsis's
+            # own ("on llama-33b?") replaces the previous question's ("for LLaMA-13B").
+            named_by = content_terms(" ".join(n for h in previous.subject for n in self.retriever.own_names(h)))
+            if not content_terms(earlier) - grounding.FIGURE_KIND - grounding.GENERIC - named_by:
                 earlier = re.sub(r"\S*\d\S*", " ", previous.focus_question) if re.search(r"\d", question) \
                     else previous.focus_question
             # So does a setting after a preposition ("and on weatherbench?" after "... MSE on Moving
@@ -223,8 +228,10 @@ class FollowUps:
                 phrases = list(_SETTING_PHRASE.finditer(earlier))
                 if phrases:
                     earlier = earlier[:phrases[-1].start()] + " " + earlier[phrases[-1].end():]
-            aim = f"{question} {earlier}" if elliptic and not self._own_aspect(question) else question
-            return Turn(question, previous.subject, hits, True, aim, wants)
+            again = elliptic and not self._own_aspect(question)
+            aim = f"{question} {earlier}" if again else question
+            return Turn(question, previous.subject, hits, True, aim, wants,
+                        asks=asks if again else grounding.asked_phrase(question))
         subject = named or hits[:1]
         # A question that describes its paper has found it by the description; what it asks is in
         # its last asking clause, and only that clause's words say which sentence answers.
@@ -233,7 +240,7 @@ class FollowUps:
         # of its own, any figure of the paper would cover it.
         clause = question if named or wanted.wants == "name" else asked_clause(question)
         aim = clause if grounding.focus_terms(clause, wants=wanted.wants) else question
-        return Turn(question, subject, hits, False, aim, wanted.wants, wanted.kind)
+        return Turn(question, subject, hits, False, aim, wanted.wants, wanted.kind, grounding.asked_phrase(aim))
 
     def _own_aspect(self, question: str) -> bool:
         """Whether a fragment has a content word that is not a name: not a name by its form, nor

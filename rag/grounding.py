@@ -51,17 +51,25 @@ _LATEX_BEFORE_NUMBER = re.compile(r"\\?(?:sim|approx|times|leq|geq|le|ge)(?=\d)"
 _ENUMERATOR = re.compile(r"(?:(?<=\s)|^)\(?\d\)(?=\s|$)")
 
 
+# A figure written in words: "by up to two orders of magnitude", "an order of magnitude less",
+# "twice as fast". Not "half", which more often counts parts ("half of the attention heads").
+_WORD_FIGURE = re.compile(r"\b(?:(?:an?|one|two|three|four|five|six|seven|eight|nine|ten)[\s_]+orders?[\s_]+of"
+                          r"[\s_]+magnitude|twice)\b", re.I)
+
+
 def figures(text: str) -> set[str]:
-    """The numbers a text states (1,000 and 1000 alike); citation markers and the items of an
-    enumeration are not figures."""
+    """The numbers a text states (1,000 and 1000 alike), and figures written in words ("two orders
+    of magnitude"); citation markers and the items of an enumeration are not figures."""
     text = _ENUMERATOR.sub(" ", _LATEX_BEFORE_NUMBER.sub(" ", _MARKERS.sub(" ", text)))
-    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+    words = {" ".join(re.split(r"[\s_]+", m.casefold())) for m in _WORD_FIGURE.findall(text)}
+    return {n.replace(",", "") for n in _NUMBER.findall(text)} | words
 
 
 # Where the thing asked about starts: after "what / which / how many / how much" and an optional
-# "is the" ("what [chunk size] did ...", "whats the [acceptance rate] of ...").
+# "is the" ("what [chunk size] did ...", "whats the [acceptance rate] of ..."), and "kind of" ("what
+# kind of [speedup] ...").
 _ASKED_START = re.compile(r"\b(?:what(?:'s|s)?|which|how (?:many|much))\s+(?:(?:is|are|was|were)\s+)?"
-                          r"(?:(?:the|a|an)\s+)?", re.I)
+                          r"(?:(?:the|a|an)\s+)?(?:(?:kinds?|sorts?|types?)\s+of\s+(?:(?:the|a|an)\s+)?)?", re.I)
 # Words that say what kind of figure is asked, not what it is a figure of: the figure itself is
 # checked, and an abstract says "2.3x faster" for "how much speedup", "reduces memory by 40%" for
 # "how much does it cut memory". English words for a quantity and its change, not topics
@@ -181,8 +189,9 @@ def keeps_settings(question: str, sentence: str, subject: str = "") -> bool:
 
 
 def asked_phrase(question: str) -> str:
-    """The words after a question's question word up to the first stopword ("what MSE reduction
-    does ..." -> "MSE reduction", "how many points of ..." -> "points"); empty without one."""
+    """The words after a question's question word up to the first stopword, "and", "or" or "vs",
+    at most ASKED_MAX_WORDS ("what MSE reduction does ..." -> "MSE reduction", "how many points of
+    ..." -> "points"); empty without a question word."""
     match = _ASKED_START.search(question)
     if not match:
         return ""
@@ -299,8 +308,9 @@ def figure_coverage(focus: frozenset[str], sentence: str, weights: TermWeights |
 
 def figure_windows(sentence: str, window: int = FIGURE_WINDOW) -> list[str]:
     """The words within ``window`` of each figure of a sentence: what that figure is about."""
-    words = sentence.split()
-    return [" ".join(words[max(0, i - window): i + window + 1])
+    # A figure in words is one word here, so that it is found as one.
+    words = _WORD_FIGURE.sub(lambda m: "_".join(m.group().split()), sentence).split()
+    return [" ".join(words[max(0, i - window): i + window + 1]).replace("_", " ")
             for i, w in enumerate(words) if figures(w)]
 
 
@@ -320,21 +330,11 @@ def without_names(text: str, names: list[str]) -> str:
     return text
 
 
-def _unit(unit: str) -> str:
-    """A setting's unit, one spelling for each ("bn", "billion" -> "b"; "gpus" -> "gpu")."""
-    unit = unit.casefold().rstrip("s")
-    return {"bn": "b", "billion": "b", "million": "m"}.get(unit, unit)
-
-
 def carries(answer: str, wants: str, question: str = "") -> bool:
     """Whether an answer holds the kind of thing asked: a figure the question does not hold, or a
     name (a capitalised or CamelCase word, an acronym)."""
     if wants == "figure":
-        # A figure in the unit of a setting the question holds is another setting, not a value:
-        # "decode tok/s for the 14B model?" is not answered by "models from 2B to 14B".
-        units = {_unit(u) for _, u in _SETTING.findall(question)}
-        settings = {n for n, u in _SETTING.findall(answer) if _unit(u) in units}
-        return bool(figures(answer) - figures(question) - settings)
+        return bool(figures(answer) - figures(question))
     if wants == "name":
         return bool(NAME.search(answer)) or bool(re.search(r"(?<![.!?]\s)\b[A-Z][a-z]+[A-Z]?\w*", answer[1:]))
     return True

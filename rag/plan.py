@@ -12,7 +12,7 @@ from .evidence import Evidence
 from .gate import RelevanceGate
 from .grounding import Scored
 from .retrieve import Hit, HybridRetriever
-from .text import acronyms, content_terms, squash
+from .text import acronyms, squash
 from .tuning import LIST_CANDIDATES
 from .written import Written, WrittenAnswers
 
@@ -117,22 +117,15 @@ class Planner:
         def names_one(sc: Scored) -> bool:
             return grounding.names_new(sc.text, turn.question, known, generic)
 
-        # The noun a "which ...?" follow-up asks an instance of, even a word every question has
-        # ("what models did they test it on?"): a sentence that holds it and names one answers.
-        noun = content_terms(grounding.asked_phrase(turn.question)) - grounding.FIGURE_KIND - content_terms(names)
-
         answering = [(sc, h) for sc, h in ranked
                      if (grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")
                          and grounding.holds_asked(asked, sc.text, turn.wants)
-                         or instance and names_one(sc) and (grounding.answers(sc, turn.wants, anchored=False)
-                                                            or grounding.holds_asked(noun, sc.text) and bool(noun)))
+                         or instance and names_one(sc) and grounding.answers(sc, turn.wants, anchored=False))
                      and grounding.states_asked_kind(turn.focus_question, sc.text, turn.wants)
                      and (turn.wants != "figure" or grounding.keeps_settings(settings, sc.text, names)
                           and grounding.carries(sc.text, "figure", unnamed))]
         if which:
             specific = grounding.asks_specific(turn.focus_question)
-            # The asked noun even beside a word every question has ("which GPU model": GPU), which
-            # ``asked`` leaves out: "different GPUs" does not say which GPU.
             answering = [(sc, h) for sc, h in answering if names_one(sc) or not (
                 specific or grounding.only_indefinite(asked, sc.text))]
         if not answering:

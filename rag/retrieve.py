@@ -28,7 +28,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from .corpus import stored_body
 from .settings import Settings
 from .store import Store
-from .text import FOLDED, lowercase_word, mentions, own_names, squash, tokenize
+from .text import FOLDED, mentions, own_names, squash, tokenize, used_as_word
 from .tuning import COMMON_DF, MAX_CORRECTION_VOCAB, NAME_MAX_TITLES, SPELLING_CUTOFF, SPELLING_MIN_LETTERS
 
 log = logging.getLogger(__name__)
@@ -226,15 +226,6 @@ class KeywordIndex:
         indptr = self.bm25.scores["indptr"]
         return int(indptr[i + 1] - indptr[i])
 
-    def papers_using(self, word: str) -> int:
-        """How many papers use ``word`` (0 for a word of several tokens, or none)."""
-        tokens = self._tokens(word)
-        if len(tokens) != 1 or tokens[0] not in self.bm25.vocab_dict:
-            return 0
-        i = self.bm25.vocab_dict[tokens[0]]
-        indptr = self.bm25.scores["indptr"]
-        return len({self.ids[int(d)].rpartition(":")[0] for d in self.bm25.scores["indices"][indptr[i]:indptr[i + 1]]})
-
     def common(self, word: str) -> bool:
         """Whether ``word`` is one ordinary word that many chunks use (so not a paper's name)."""
         # At least COMMON_DF chunks, and at least a thousandth of them in a big collection.
@@ -409,10 +400,8 @@ class HybridRetriever:
         if s.title_weight:
             # Only the names a paper goes by itself: "RAG" or "HBM" in a question that describes
             # a paper does not name the papers that use them (dev split: described questions).
-            # A name that is an ordinary word, which other papers use as one, names its paper only
-            # when written as a name: "what kind of task ...?" does not name KIND, "espn vs prettr" names ESPN.
-            names = {h.paper_id: {squash(n) for n in self.own_names(h)
-                                  if not (lowercase_word(n, query) and index.papers_using(n) > 1)}
+            # "What kind of task ...?" does not name KIND (:func:`rag.text.used_as_word`).
+            names = {h.paper_id: {squash(n) for n in self.own_names(h) if not used_as_word(n, query)}
                      for h in hits.values()}
             # A name several candidates go by ("LLM", "KV") names none of them.
             counts = Counter(n for ns in names.values() for n in ns)

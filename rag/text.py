@@ -193,25 +193,22 @@ def word_grams(text: str) -> set[str]:
     return grams
 
 
-@functools.cache
-def _english_words() -> frozenset[str]:
-    """The whole words of the embedding model's English vocabulary (bert-base-uncased, ~22k),
-    shipped in ``rag/data`` for the tokenizer: a dictionary of ordinary words."""
-    import json
-
-    from .settings import PACKAGE_DATA
-
-    vocab = json.loads((PACKAGE_DATA / "minilm-tokenizer.json").read_text())["model"]["vocab"]
-    return frozenset(w for w in vocab if w.isalpha() and w.islower())
+# Before a word used as a word, not as a name: "what kind of ...", "the scope of ...".
+_DETERMINER = re.compile(r"\b(?:a|an|the|this|that|these|those|what|which|whatever|some|any|each|every|no|its|"
+                         r"their|our|his|her|my|your)\s+$", re.I)
 
 
-def lowercase_word(name: str, question: str) -> bool:
-    """Whether ``name`` is an ordinary English word ("KIND", "SCOPE") that ``question`` only
-    writes in lower case: "what kind of task ...?" does not call the KIND paper by name."""
-    if not name.isalpha() or name.casefold() not in _english_words():
+def used_as_word(name: str, question: str) -> bool:
+    """Whether a one-word name ("KIND", "SCOPE") is used in ``question`` only as an ordinary word:
+    in lower case, after a determiner or before "of". "What kind of task ...?" does not call the
+    KIND paper by name; "kind vs difffit" and "what does KIND do?" do. Grammar, not a word list."""
+    if not name.isalpha():
         return False
-    found = re.findall(rf"(?<![\w-]){re.escape(name)}(?![\w-])", question, re.I)
-    return bool(found) and all(f.islower() for f in found)
+    found = list(re.finditer(rf"(?<![\w-]){re.escape(name)}(?![\w-])", question, re.I))
+    return bool(found) and all(
+        m.group().islower() and (_DETERMINER.search(question[:m.start()]) is not None
+                                 or re.match(r"\s+of\b", question[m.end():], re.I) is not None)
+        for m in found)
 
 
 def mentions(question: str, names: set[str], known: Callable[[str], bool] | None = None) -> bool:

@@ -186,6 +186,18 @@ def test_an_ellipsis_is_held_to_its_own_setting_not_the_previous_questions(make_
     assert turn.followup and "MNIST" not in turn.focus_question and "MSE reduction" in turn.focus_question
     plan = engine.planner.plan(turn.question, turn)
     assert plan.kind == "fact" and "33.1%" in plan.answering[0][0].text
+    # And keeps asking it along a chain of ellipses.
+    turn = engine.followups.turn("and WeatherBench?", turn)
+    assert "TaxiBJ" not in turn.focus_question and "MSE reduction" in turn.focus_question
+    plan = engine.planner.plan(turn.question, turn)
+    assert plan.kind == "fact" and "11.1%" in plan.answering[0][0].text
+    # "What kind of <noun>" asks for the noun, whichever paper the question is about.
+    turn = engine.followups.turn("What kind of MSE reduction does PredFormer get on Moving MNIST?", None)
+    assert turn.asks == "MSE reduction"
+    assert engine.planner.plan(turn.question, turn).kind == "fact"
+    # A phrase of words every question has ("which model") is not what the ellipsis asks again.
+    previous = engine.followups.turn("Which model does PredFormer beat on Moving MNIST?", None)
+    assert "Moving MNIST" in engine.followups.turn("and TaxiBJ?", previous).focus_question
 
 
 @pytest.mark.parametrize("question", ["", "   \n\t ", "\x00\x01"])
@@ -608,12 +620,3 @@ def test_which_specific_thing_needs_a_sentence_that_names_one(make_engine):
     plan = engine.planner.plan(question, engine.followups.turn(question, None))
     assert plan.kind == "fact" and "fixed hardware" in plan.answering[0][0].text
 
-
-def test_a_which_follow_up_is_answered_by_a_sentence_that_holds_its_noun_and_names_one(make_engine):
-    # "models" is a word every question has, so it is not among the asked terms; the sentence
-    # "... and models including LLaMA-3-1M, GLM4-1M ..." holds it and names models.
-    engine = make_engine()
-    previous = engine.followups.turn("what is MInference", None)
-    turn = engine.followups.turn("what models did they test it on?", previous)
-    plan = engine.planner.plan(turn.question, turn)
-    assert turn.followup and plan.kind == "fact" and "LLaMA-3-1M" in plan.answering[0][0].text

@@ -138,14 +138,14 @@ def test_the_share_of_chunks_that_use_a_word(make_engine):
     assert index.share("zyzzyva") == 0.0 and index.share("two words") == 0.0
 
 
-def test_a_name_that_is_an_ordinary_word_names_its_paper_only_when_written_as_a_name(make_engine):
+
+def test_a_name_that_is_an_ordinary_word_names_its_paper_only_when_used_as_a_name(make_engine):
     engine = make_engine()
-    index = engine.retriever.keyword_index()
-    assert index.papers_using("kind") >= 2 and index.papers_using("ESPN") == 1 and index.papers_using("zyzzyva") == 0
 
     def named(question: str) -> list[str]:
         return [h.title.split(":")[0] for h in engine.retriever.retrieve(question, 5) if h.named]
 
     assert "KIND" not in named("What kind of task did they validate it on?")
+    assert "KIND" not in named("which kind of adapter trains fewer parameters?")
     assert "KIND" in named("What does KIND do for diffusion models?")
-    assert "ESPN" in named("espn vs prettr: how much memory do they save?")  # no other paper uses the word
+    assert "KIND" in named("kind vs difffit: which trains fewer parameters?")  # lower case, used as a name
