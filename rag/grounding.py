@@ -51,25 +51,19 @@ _LATEX_BEFORE_NUMBER = re.compile(r"\\?(?:sim|approx|times|leq|geq|le|ge)(?=\d)"
 _ENUMERATOR = re.compile(r"(?:(?<=\s)|^)\(?\d\)(?=\s|$)")
 
 
-# A figure written in words: "by up to two orders of magnitude", "an order of magnitude less",
-# "twice as fast". Not "half", which more often counts parts ("half of the attention heads").
-_WORD_FIGURE = re.compile(r"\b(?:(?:an?|one|two|three|four|five|six|seven|eight|nine|ten)[\s_]+orders?[\s_]+of"
-                          r"[\s_]+magnitude|twice)\b", re.I)
-
-
 def figures(text: str) -> set[str]:
-    """The numbers a text states (1,000 and 1000 alike), and figures written in words ("two orders
-    of magnitude"); citation markers and the items of an enumeration are not figures."""
+    """The numbers a text states (1,000 and 1000 alike); citation markers and the items of an
+    enumeration are not figures."""
     text = _ENUMERATOR.sub(" ", _LATEX_BEFORE_NUMBER.sub(" ", _MARKERS.sub(" ", text)))
-    words = {" ".join(re.split(r"[\s_]+", m.casefold())) for m in _WORD_FIGURE.findall(text)}
-    return {n.replace(",", "") for n in _NUMBER.findall(text)} | words
+    return {n.replace(",", "") for n in _NUMBER.findall(text)}
 
 
 # Where the thing asked about starts: after "what / which / how many / how much" and an optional
-# "is the" ("what [chunk size] did ...", "whats the [acceptance rate] of ..."), and "kind of" ("what
-# kind of [speedup] ...").
+# "is the" or "its" ("what [chunk size] did ...", "whats the [acceptance rate] of ...", "whats its
+# [MSE reduction] ..."), and "kind of" ("what kind of [speedup] ...").
 _ASKED_START = re.compile(r"\b(?:what(?:'s|s)?|which|how (?:many|much))\s+(?:(?:is|are|was|were)\s+)?"
-                          r"(?:(?:the|a|an)\s+)?(?:(?:kinds?|sorts?|types?)\s+of\s+(?:(?:the|a|an)\s+)?)?", re.I)
+                          r"(?:(?:the|a|an|its|their)\s+)?(?:(?:kinds?|sorts?|types?)\s+of\s+(?:(?:the|a|an)\s+)?)?",
+                          re.I)
 # Words that say what kind of figure is asked, not what it is a figure of: the figure itself is
 # checked, and an abstract says "2.3x faster" for "how much speedup", "reduces memory by 40%" for
 # "how much does it cut memory". English words for a quantity and its change, not topics
@@ -189,9 +183,10 @@ def keeps_settings(question: str, sentence: str, subject: str = "") -> bool:
 
 
 def asked_phrase(question: str) -> str:
-    """The words after a question's question word up to the first stopword, "and", "or" or "vs",
-    at most ASKED_MAX_WORDS ("what MSE reduction does ..." -> "MSE reduction", "how many points of
-    ..." -> "points"); empty without a question word."""
+    """The words after a question's question word (and "the", "its", "kind of") up to the first
+    stopword, "and", "or" or "vs", at most ASKED_MAX_WORDS ("what MSE reduction does ..." -> "MSE
+    reduction", "how many points of ..." -> "points", "what kind of speedup ..." -> "speedup");
+    empty without a question word."""
     match = _ASKED_START.search(question)
     if not match:
         return ""
@@ -308,9 +303,8 @@ def figure_coverage(focus: frozenset[str], sentence: str, weights: TermWeights |
 
 def figure_windows(sentence: str, window: int = FIGURE_WINDOW) -> list[str]:
     """The words within ``window`` of each figure of a sentence: what that figure is about."""
-    # A figure in words is one word here, so that it is found as one.
-    words = _WORD_FIGURE.sub(lambda m: "_".join(m.group().split()), sentence).split()
-    return [" ".join(words[max(0, i - window): i + window + 1]).replace("_", " ")
+    words = sentence.split()
+    return [" ".join(words[max(0, i - window): i + window + 1])
             for i, w in enumerate(words) if figures(w)]
 
 

@@ -200,14 +200,15 @@ _DETERMINER = re.compile(r"\b(?:a|an|the|this|that|these|those|what|which|whatev
 
 def used_as_word(name: str, question: str) -> bool:
     """Whether a one-word name ("KIND", "SCOPE") is used in ``question`` only as an ordinary word:
-    in lower case, after a determiner or before "of". "What kind of task ...?" does not call the
-    KIND paper by name; "kind vs difffit" and "what does KIND do?" do. Grammar, not a word list."""
+    in lower case, after a determiner and before "of". "What kind of task ...?" does not call the
+    KIND paper by name; "kind vs difffit", "the kind adapter" and "what does KIND do?" do.
+    Grammar, not a word list."""
     if not name.isalpha():
         return False
     found = list(re.finditer(rf"(?<![\w-]){re.escape(name)}(?![\w-])", question, re.I))
     return bool(found) and all(
-        m.group().islower() and (_DETERMINER.search(question[:m.start()]) is not None
-                                 or re.match(r"\s+of\b", question[m.end():], re.I) is not None)
+        m.group().islower() and _DETERMINER.search(question[:m.start()]) is not None
+        and re.match(r"\s+of\b", question[m.end():], re.I) is not None
         for m in found)
 
 

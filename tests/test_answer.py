@@ -191,6 +191,15 @@ def test_an_ellipsis_is_held_to_its_own_setting_not_the_previous_questions(make_
     assert "TaxiBJ" not in turn.focus_question and "MSE reduction" in turn.focus_question
     plan = engine.planner.plan(turn.question, turn)
     assert plan.kind == "fact" and "11.1%" in plan.answering[0][0].text
+    # A fragment that names a quantity ("and FPS?": the abstract says "boosts FPS"), not a setting,
+    # is asked of the previous question's setting, and is what the next ellipsis asks again.
+    first = engine.followups.turn("What MSE reduction does PredFormer get on Moving MNIST?", None)
+    fps = engine.followups.turn("and FPS?", first)
+    assert fps.asks == "FPS" and "Moving MNIST" in fps.focus_question
+    turn = engine.followups.turn("and WeatherBench?", fps)
+    assert "FPS" in turn.focus_question and "MSE" not in turn.focus_question
+    plan = engine.planner.plan(turn.question, turn)
+    assert plan.kind == "fact" and "196 to 404" in plan.answering[0][0].text
     # "What kind of <noun>" asks for the noun, whichever paper the question is about.
     turn = engine.followups.turn("What kind of MSE reduction does PredFormer get on Moving MNIST?", None)
     assert turn.asks == "MSE reduction"

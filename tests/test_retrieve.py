@@ -149,3 +149,5 @@ def test_a_name_that_is_an_ordinary_word_names_its_paper_only_when_used_as_a_nam
     assert "KIND" not in named("which kind of adapter trains fewer parameters?")
     assert "KIND" in named("What does KIND do for diffusion models?")
     assert "KIND" in named("kind vs difffit: which trains fewer parameters?")  # lower case, used as a name
+    assert "KIND" in named("how many parameters does the kind adapter train?")
+    assert "CacheBlend" in named("in the cacheblend paper, how much faster is ttft?")
