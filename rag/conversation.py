@@ -54,8 +54,6 @@ class Turn:
     focus_question: str = ""  # whose words say what is asked (an ellipsis borrows the previous one's)
     wants: str = "other"
     kind: str = "fact"  # "fact", "list" or "compare" (see intent.intent)
-    #: What it asks for (:func:`grounding.asked_phrase`: "MSE reduction"), carried through ellipses.
-    asks: str = ""
 
 
 def rare_words(text: str, index: KeywordIndex) -> list[str]:
@@ -140,12 +138,6 @@ def _words(terms: frozenset[str]) -> set[str]:
     return words | ({"<setting>"} if len(words) < len(terms) else set())
 
 
-def _names(question: str, retriever: HybridRetriever) -> list[str]:
-    """The names a question uses: by their form, or typed in lower case (words the collection
-    uses in few chunks)."""
-    return list(dict.fromkeys(question_names(question) + rare_words(question, retriever.keyword_index())))
-
-
 class FollowUps:
     """Resolves each question against the conversation before it (the conversation's state is its
     user questions, replayed: retrieval only, ~10 ms each)."""
@@ -214,24 +206,9 @@ class FollowUps:
             # An ellipsis with a word of its own ("storage?", "and for decoding?") asks about that,
             # in the previous question's kind (a figure); one that only names something ("on
             # llama-70b?", "and jrt-rnn?") asks the previous question again about it.
-            # What it asks again is what the previous question asked for ("what MSE reduction ... on
-            # Moving MNIST?" -> "MSE reduction"): the rest of that question is its setting, which the
-            # ellipsis replaces ("and TaxiBJ?"), and a sentence about the new setting does not hold it.
-            # Only for a setting: a name its paper writes after a preposition ("For TaxiBJ, ...", "on
-            # WeatherBench"), not a quantity ("and FPS?" of "boosts FPS from 533"), which the ellipsis
-            # asks for instead. A chain of ellipses ("and TaxiBJ?", then "and WeatherBench?") keeps
-            # asking the phrase.
-            again = elliptic and not self._own_aspect(question)
-            setting = again and self._names_setting(question, previous.subject)
-            earlier = asks = previous.asks if setting else ""
-            # Without such a phrase, or one that only says a figure's kind, uses words every question
-            # has or names the paper ("how much faster is X prefill ...", "which model ...", "whats
-            # the LongGen paper"), the previous question less its settings: one of the ellipsis's
-            # own ("on llama-33b?") replaces the previous question's ("for LLaMA-13B").
-            named_by = content_terms(" ".join(n for h in previous.subject for n in self.retriever.own_names(h)))
-            if not content_terms(earlier) - grounding.FIGURE_KIND - grounding.GENERIC - named_by:
-                earlier = re.sub(r"\S*\d\S*", " ", previous.focus_question) if re.search(r"\d", question) \
-                    else previous.focus_question
+            # A setting of its own ("on llama-33b?") replaces the previous question's ("for LLaMA-13B").
+            earlier = re.sub(r"\S*\d\S*", " ", previous.focus_question) if re.search(r"\d", question) \
+                else previous.focus_question
             # So does a setting after a preposition ("and on weatherbench?" after "... MSE on Moving
             # MNIST?"): the previous question's last such phrase, up to the next preposition or
             # punctuation. Grammar, added in session 12 for a dev follow-up.
@@ -239,10 +216,8 @@ class FollowUps:
                 phrases = list(_SETTING_PHRASE.finditer(earlier))
                 if phrases:
                     earlier = earlier[:phrases[-1].start()] + " " + earlier[phrases[-1].end():]
-            aim = f"{question} {earlier}" if again else question
-            if not setting:  # what it asks is its own words, for the ellipses after it
-                asks = grounding.asked_phrase(question) or (" ".join(_names(question, self.retriever)) if again else "")
-            return Turn(question, previous.subject, hits, True, aim, wants, asks=asks)
+            aim = f"{question} {earlier}" if elliptic and not self._own_aspect(question) else question
+            return Turn(question, previous.subject, hits, True, aim, wants)
         subject = named or hits[:1]
         # A question that describes its paper has found it by the description; what it asks is in
         # its last asking clause, and only that clause's words say which sentence answers.
@@ -251,22 +226,13 @@ class FollowUps:
         # of its own, any figure of the paper would cover it.
         clause = question if named or wanted.wants == "name" else asked_clause(question)
         aim = clause if grounding.focus_terms(clause, wants=wanted.wants) else question
-        return Turn(question, subject, hits, False, aim, wanted.wants, wanted.kind, grounding.asked_phrase(aim))
-
-    def _names_setting(self, question: str, subject: list[Hit]) -> bool:
-        """Whether the names of a fragment ("and TaxiBJ?") are settings of its papers: each is
-        written after a preposition in one of their abstracts ("For TaxiBJ, ...", "on WeatherBench")."""
-        names = _names(question, self.retriever)
-        text = " ".join(f"{h.title}. {h.text}" for h in subject)
-        return bool(names) and all(
-            re.search(rf"\b(?:on|for|in|at|with|across|over|under|to)\s+(?:the\s+)?{re.escape(n)}(?![\w-])", text, re.I)
-            for n in names)
+        return Turn(question, subject, hits, False, aim, wanted.wants, wanted.kind)
 
     def _own_aspect(self, question: str) -> bool:
         """Whether a fragment has a content word that is not a name: not a name by its form, nor
         a word the collection uses in few chunks (a name typed in lower case), nor a number, nor
         a word for a figure's kind ("and the speedup?" asks the previous question's topic)."""
-        names = content_terms(" ".join(_names(question, self.retriever)))
+        names = content_terms(" ".join(question_names(question) + rare_words(question, self.retriever.keyword_index())))
         own = content_terms(question) - names - grounding.GENERIC - grounding.FIGURE_KIND
         return any(not t.isdigit() for t in own)
 

@@ -59,11 +59,10 @@ def figures(text: str) -> set[str]:
 
 
 # Where the thing asked about starts: after "what / which / how many / how much" and an optional
-# "is the" or "its" ("what [chunk size] did ...", "whats the [acceptance rate] of ...", "whats its
-# [MSE reduction] ..."), and "kind of" ("what kind of [speedup] ...").
+# "is the" ("what [chunk size] did ...", "whats the [acceptance rate] of ..."), and "kind of" ("what
+# kind of [speedup] ...").
 _ASKED_START = re.compile(r"\b(?:what(?:'s|s)?|which|how (?:many|much))\s+(?:(?:is|are|was|were)\s+)?"
-                          r"(?:(?:the|a|an|its|their)\s+)?(?:(?:kinds?|sorts?|types?)\s+of\s+(?:(?:the|a|an)\s+)?)?",
-                          re.I)
+                          r"(?:(?:the|a|an)\s+)?(?:(?:kinds?|sorts?|types?)\s+of\s+(?:(?:the|a|an)\s+)?)?", re.I)
 # Words that say what kind of figure is asked, not what it is a figure of: the figure itself is
 # checked, and an abstract says "2.3x faster" for "how much speedup", "reduces memory by 40%" for
 # "how much does it cut memory". English words for a quantity and its change, not topics
@@ -183,10 +182,10 @@ def keeps_settings(question: str, sentence: str, subject: str = "") -> bool:
 
 
 def asked_phrase(question: str) -> str:
-    """The words after a question's question word (and "the", "its", "kind of") up to the first
-    stopword, "and", "or" or "vs", at most ASKED_MAX_WORDS ("what MSE reduction does ..." -> "MSE
-    reduction", "how many points of ..." -> "points", "what kind of speedup ..." -> "speedup");
-    empty without a question word."""
+    """The words after a question's question word (and "the", "kind of") up to the first stopword,
+    "and", "or" or "vs", at most ASKED_MAX_WORDS ("what MSE reduction does ..." -> "MSE reduction",
+    "how many points of ..." -> "points", "what kind of speedup ..." -> "speedup"); empty without a
+    question word."""
     match = _ASKED_START.search(question)
     if not match:
         return ""

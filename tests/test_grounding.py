@@ -104,6 +104,9 @@ def test_what_a_question_asks_about_is_the_phrase_after_its_question_word():
     assert asked_terms("what prefill chunk size did Sarathi use?") == {"prefil", "chunk"}
     assert asked_terms("whats the acceptance rate of the draft?") == {"accept"}  # "rate" is the figure's kind
     assert asked_terms("how many gpus and what interconnect?") == {"gpus"}
+    # "kind of" says that a kind is asked, not what: the noun after it is.
+    assert asked_terms("What kind of task did they validate it on?") == {"task"}
+    assert asked_terms("which type of optimizer did they use?") == {"optim"}
     assert asked_terms("What context length does Qwen2.5-1M support?", "Qwen2.5-1M Technical Report") == {
         "context", "length"}
     # No phrase, or only the subject and figure kinds: nothing to hold.

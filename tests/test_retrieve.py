@@ -138,7 +138,6 @@ def test_the_share_of_chunks_that_use_a_word(make_engine):
     assert index.share("zyzzyva") == 0.0 and index.share("two words") == 0.0
 
 
-
 def test_a_name_that_is_an_ordinary_word_names_its_paper_only_when_used_as_a_name(make_engine):
     engine = make_engine()
 
