@@ -152,6 +152,8 @@ FRESH4_SPLIT_SHA256 = "01d948b6951c916c4920fc34ec3fadc737bee5478c2c4fd8918489669
 FRESH5_SPLIT_SHA256 = "4b9d0d12c08c902d70b746b23bcf2e0da98ae72273118c3184e4a67122af7522"
 #: And for fresh6 (150 questions, written at the start of session 13 by two more helpers).
 FRESH6_SPLIT_SHA256 = "52d28f30d8952971f67d635b68118c0698ec4cfd22079fe5da82c5d31f7dfe85"
+#: And for fresh7 (150 questions, written at the start of session 14 by two more helpers).
+FRESH7_SPLIT_SHA256 = "d799916eea3d384c9b261b572659ebdcf46082a802601ff25fe297924b8ec712"
 
 
 def test_chat_question_set_is_valid_split_and_frozen():
@@ -163,19 +165,19 @@ def test_chat_question_set_is_valid_split_and_frozen():
     assert len(rows) >= 200
     counts = Counter((r["style"], r["split"]) for r in rows)
     # Every style on both sides, the first 308 split about in half; the later dev rows (D-*, E-*, J-*, N-*, R-*,
-    # S-*, V-*) are extra.
+    # S-*, V-*, Y-*) are extra.
     halves = Counter((r["style"], r["split"]) for r in rows
-                     if not r["id"].startswith(("D-", "E-", "J-", "N-", "R-", "S-", "V-")))
+                     if not r["id"].startswith(("D-", "E-", "J-", "N-", "R-", "S-", "V-", "Y-")))
     for style in STYLES:
         assert counts[style, "dev"] >= 8 and abs(halves[style, "dev"] - halves[style, "test"]) <= 2, style
     assert len({r["lang"] for r in rows if r["style"] == "non-english"}) >= 4
     for split, digest in (("test", TEST_SPLIT_SHA256), ("fresh", FRESH_SPLIT_SHA256),
                           ("fresh2", FRESH2_SPLIT_SHA256), ("fresh3", FRESH3_SPLIT_SHA256),
                           ("fresh4", FRESH4_SPLIT_SHA256), ("fresh5", FRESH5_SPLIT_SHA256),
-                          ("fresh6", FRESH6_SPLIT_SHA256)):
+                          ("fresh6", FRESH6_SPLIT_SHA256), ("fresh7", FRESH7_SPLIT_SHA256)):
         frozen = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows if r["split"] == split]
         assert hashlib.sha256("\n".join(frozen).encode()).hexdigest() == digest, split
-    for split in ("fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6"):
+    for split in ("fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7"):
         fresh = Counter(r["style"] for r in rows if r["split"] == split)
         assert all(fresh[style] >= 8 for style in STYLES), (split, fresh)
 
