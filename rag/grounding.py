@@ -10,11 +10,11 @@ is there, the asked detail is not).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .citations import TermWeights, support
-from .text import NAME, PROPER, content_terms, mentions, name_forms, squash, word_grams
+from .text import NAME, PROPER, content_terms, joined_terms, mentions, name_forms, squash, word_grams
 from .tuning import (
     ANCHORED_COVERAGE,
     ASKED_MAX_WORDS,
@@ -305,6 +305,16 @@ def figure_windows(sentence: str, window: int = FIGURE_WINDOW) -> list[str]:
     words = sentence.split()
     return [" ".join(words[max(0, i - window): i + window + 1])
             for i, w in enumerate(words) if figures(w)]
+
+
+def of_sibling(question: str, sentence: str, siblings: Mapping[str, frozenset[str]], subject: str = "") -> bool:
+    """Whether a sentence is about a sibling of what the question asks instead: it lacks one of the
+    question's words and holds a word the collection coordinates with that one ("prefill and decode")
+    which the question does not use. "How much does it speed up decoding?" is not answered by
+    "accelerates the prefilling stage by 2.34x"."""
+    asked = joined_terms(question) - content_terms(subject) - GENERIC
+    held = joined_terms(sentence)
+    return any(term not in held and (siblings.get(term, frozenset()) - asked - GENERIC) & held for term in asked)
 
 
 def is_echo(answer: str, question: str, subject: str = "") -> bool:

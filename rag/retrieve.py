@@ -28,8 +28,15 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from .corpus import stored_body
 from .settings import Settings
 from .store import Store
-from .text import FOLDED, mentions, own_names, squash, tokenize, used_as_word
-from .tuning import COMMON_DF, MAX_CORRECTION_VOCAB, NAME_MAX_TITLES, SPELLING_CUTOFF, SPELLING_MIN_LETTERS
+from .text import FOLDED, coordinated, mentions, own_names, squash, tokenize, used_as_word
+from .tuning import (
+    COMMON_DF,
+    MAX_CORRECTION_VOCAB,
+    NAME_MAX_TITLES,
+    SIBLING_MIN_PAPERS,
+    SPELLING_CUTOFF,
+    SPELLING_MIN_LETTERS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +98,10 @@ class KeywordIndex:
 
     K1, B = 1.5, 0.75  # bm25s' defaults
 
-    def __init__(self, bm25: bm25s.BM25, ids: ChunkIds) -> None:
+    def __init__(self, bm25: bm25s.BM25, ids: ChunkIds, siblings: dict[str, frozenset[str]] | None = None) -> None:
         self.bm25, self.ids = bm25, ids
+        #: Terms the collection coordinates with each term ("prefil" -> {"decod"}), see :meth:`build`.
+        self.siblings = siblings or {}
         n = len(ids)
         df = np.diff(np.asarray(bm25.scores["indptr"]))
         #: How telling each term is (rare terms weigh more); a term seen nowhere gets the maximum.
@@ -111,7 +120,11 @@ class KeywordIndex:
         term_parts: list[np.ndarray] = []
         tf_parts: list[np.ndarray] = []
         lengths: list[int] = []
+        pair_papers: dict[tuple[str, str], set[str]] = {}
         for page_ids, texts in pages:
+            for chunk_id, text in zip(page_ids, texts):
+                for pair in coordinated(text):
+                    pair_papers.setdefault(pair, set()).add(chunk_id.rpartition(":")[0])
             # (document, term, count) triples of one page, kept as compact arrays per page.
             page_docs: list[int] = []
             page_terms: list[int] = []
@@ -148,7 +161,14 @@ class KeywordIndex:
         }
         bm25.vocab_dict = vocab
         bm25.nonoccurrence_array = None
-        return cls(bm25, ChunkIds.pack(ids))
+        # Siblings: terms that SIBLING_MIN_PAPERS papers or more join with "and", "or", "vs" ("prefill
+        # and decode", "training and inference"): alternatives, so a figure of one is not a figure of
+        # the other (grounding.of_sibling). One paper's "latency and high throughput" is not enough.
+        siblings: dict[str, set[str]] = {}
+        for (a, b), papers in pair_papers.items():
+            if len(papers) >= SIBLING_MIN_PAPERS:
+                siblings.setdefault(a, set()).add(b)
+        return cls(bm25, ChunkIds.pack(ids), {t: frozenset(s) for t, s in siblings.items()})
 
     @classmethod
     def from_texts(cls, ids: list[str], texts: list[str]) -> KeywordIndex:
@@ -162,6 +182,7 @@ class KeywordIndex:
             self.bm25.save(str(tmp), show_progress=False)
             np.save(tmp / "ids.offsets.npy", self.ids.offsets)
             (tmp / "ids.bin").write_bytes(bytes(self.ids.blob))
+            (tmp / "siblings.json").write_text(json.dumps({t: sorted(s) for t, s in sorted(self.siblings.items())}))
             # Written last: a folder without it is never loaded. The digests make a damaged file (a
             # bad disk, a copy cut short) a rebuild instead of wrong search results.
             digests = {f.name: _file_digest(f) for f in sorted(tmp.iterdir())}
@@ -187,10 +208,14 @@ class KeywordIndex:
             if set(digests) != files or any(_file_digest(path / name) != d for name, d in digests.items()):
                 log.warning("the saved keyword index in %s is damaged or incomplete: building it again", path)
                 return None
+            if "siblings.json" not in files:  # saved by a version that did not keep them
+                log.info("the saved keyword index in %s has no siblings: building it again", path)
+                return None
             bm25 = bm25s.BM25.load(str(path), mmap=True)
             offsets = np.load(path / "ids.offsets.npy", mmap_mode="r")
             blob = np.memmap(path / "ids.bin", dtype=np.uint8, mode="r") if offsets[-1] else np.zeros(0, np.uint8)
-            index = cls(bm25, ChunkIds(blob, offsets))
+            siblings = {t: frozenset(s) for t, s in json.loads((path / "siblings.json").read_text()).items()}
+            index = cls(bm25, ChunkIds(blob, offsets), siblings)
         except (OSError, ValueError, KeyError) as e:
             if path.exists():
                 log.warning("the saved keyword index in %s cannot be read (%s): building it again", path, e)

@@ -92,6 +92,20 @@ def test_a_figure_answers_by_the_asked_words_its_paper_uses(make_engine):
     assert not answer.abstained and "2.34x" in answer.text
 
 
+def test_a_figure_of_the_prefill_does_not_answer_for_decoding(make_engine):
+    # DroidSpeak and mllm-NPU report prefill figures only. The collection coordinates "prefill and
+    # decode" in many abstracts, so a prefill figure is not taken for the decoding one.
+    engine = make_engine()
+    for question in ("how much does droidspeak speed up decoding latency?",
+                     "mllm-npu decode speed on qwen1.5-1.8b in tokens/s?"):
+        answer = engine.ask(question)
+        assert answer.abstained and answer.abstain_reason == "near-miss", question
+    assert engine.llm.calls == []
+    engine = make_engine("DroidSpeak achieves up to a 2.78x speedup in prefill latency [1].")
+    answer = engine.ask("how much does droidspeak speed up prefill latency?")
+    assert not answer.abstained and "2.78x" in answer.text
+
+
 def test_a_near_miss_abstains_naming_the_paper_and_what_it_says(make_engine):
     engine = make_engine()  # no replies queued: decided before the model
     answer = engine.ask("Which license is mllm-NPU released under?")

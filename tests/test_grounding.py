@@ -12,6 +12,7 @@ from rag.grounding import (
     focus_terms,
     holds_asked,
     is_echo,
+    of_sibling,
     set_aside,
     states_asked_kind,
 )
@@ -240,3 +241,21 @@ def test_which_specific_thing_and_what_the_kind_only_is_said_of():
     assert not only_indefinite(asked_terms("what architecture does YOCO use?"),
                                "We introduce a decoder-decoder architecture, YOCO, which caches once.")
     assert not only_indefinite(dataset, "We pretrain on the C4 dataset.")
+
+
+def test_a_figure_of_a_sibling_is_not_a_figure_of_what_was_asked():
+    siblings = {"decod": frozenset({"prefil"}), "prefil": frozenset({"decod"}),
+                "train": frozenset({"infer"}), "infer": frozenset({"train"})}
+    assert of_sibling("by how much does LazyLLM speed up the decoding stage?", LAZY, siblings, "LazyLLM")
+    assert not of_sibling("by how much does LazyLLM speed up the prefill stage?", LAZY, siblings, "LazyLLM")
+    # Written with a hyphen, in the question or the sentence, it is the same word.
+    assert of_sibling("how much faster is decoding?", "It cuts pre-filling latency by 10x.", siblings)
+    assert not of_sibling("how much faster is pre-filling?", "It cuts prefilling latency by 10x.", siblings)
+    # A sentence about both, or a question about both, is about what was asked.
+    both = "Prefill and decoding speeds of 121 token/s and 14 token/s."
+    assert not of_sibling("what decoding speed does it reach?", both, siblings)
+    assert not of_sibling("how fast are prefill and decoding?", LAZY, siblings)
+    # Words that are nobody's siblings decide nothing.
+    assert not of_sibling("how much memory does it save?", LAZY, siblings)
+    assert of_sibling("what training speedup?", "Inference is 2x faster.", siblings)
+    assert not of_sibling("what training speedup?", "Inference is 2x faster.", {})

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import bm25s
 import numpy as np
 import pytest
@@ -129,6 +131,30 @@ def test_a_damaged_saved_keyword_index_is_rebuilt_never_used(tmp_path):
     assert KeywordIndex.load(tmp_path / "kw", "stamp-1") is not None
     (tmp_path / "kw" / "ids.bin").unlink()
     assert KeywordIndex.load(tmp_path / "kw", "stamp-1") is None
+
+
+def test_siblings_are_the_terms_several_papers_coordinate(tmp_path):
+    from rag.retrieve import KeywordIndex
+    from rag.tuning import SIBLING_MIN_PAPERS
+
+    ids = [f"p{i}:0" for i in range(SIBLING_MIN_PAPERS + 1)]
+    texts = ["We speed up prefilling and decoding.", "Prefill or decode: both get faster.",
+             "Latency and high throughput on pre-filling/decoding.", "Training and inference costs."][:len(ids)]
+    texts += ["Prefilling and decoding again, in the same paper."]  # a paper's second chunk counts once
+    ids += ["p0:1"]
+    index = KeywordIndex.from_texts(ids, texts)
+    assert index.siblings["decod"] == {"prefil"} and index.siblings["prefil"] == {"decod"}
+    # One paper's "latency and high throughput" or "training and inference" makes no siblings.
+    assert "latenc" not in index.siblings and "train" not in index.siblings
+    index.save(tmp_path / "kw", "stamp-1")
+    assert KeywordIndex.load(tmp_path / "kw", "stamp-1").siblings == index.siblings
+    # An index saved before siblings were kept is built again, not used without them.
+    saved = tmp_path / "kw"
+    (saved / "siblings.json").unlink()
+    stamp = json.loads((saved / "stamp.json").read_text())
+    del stamp["digests"]["siblings.json"]
+    (saved / "stamp.json").write_text(json.dumps(stamp))
+    assert KeywordIndex.load(saved, "stamp-1") is None
 
 
 def test_the_share_of_chunks_that_use_a_word(make_engine):
