@@ -13,7 +13,7 @@ from .grounding import Scored
 from .intent import sides
 from .retrieve import Hit, HybridRetriever
 from .text import content_terms, short_name
-from .tuning import COMPARE_MAX_PAPERS, COMPARE_SIDE_TERMS, LIST_SCORE_SHARE
+from .tuning import COMPARE_MAX_PAPERS, COMPARE_SIDE_TERMS, LIST_COVERAGE, LIST_SIMILARITY
 
 #: An answer written by code: its text and its citations.
 Written = tuple[str, list[Citation]]
@@ -56,14 +56,13 @@ class WrittenAnswers:
         self.retriever = retriever
 
     def list_papers(self, hits: list[Hit], question: str) -> Written | None:
-        """"Any papers on X?": every one of ``hits`` that retrieval ranks close to the best match
-        (LIST_SCORE_SHARE of its fused score), each with its sentence that best matches X."""
+        """"Any papers on X?": every one of ``hits`` whose best sentence is about X, with it."""
         lines: list[str] = []
         citations: list[Citation] = []
-        for hit in hits:
-            if hit.score < LIST_SCORE_SHARE * hits[0].score:
-                continue
+        for rank, hit in enumerate(hits):
             (best, _), *_ = self.evidence.rank_sentences(question, [hit], "other")
+            if rank > 0 and not (best.coverage >= LIST_COVERAGE or best.similarity >= LIST_SIMILARITY):
+                continue
             n = len(citations) + 1
             lines.append(f"- {hit.title}: {best.text.rstrip('. ')} [{n}].")
             citations.append(cite(n, hit, best.text))

@@ -382,21 +382,6 @@ def test_any_papers_on_gets_a_quoted_list_without_the_model(make_engine):
     assert any("Speculative" in c.title or "Draft" in c.title for c in answer.citations)
 
 
-def test_a_list_holds_the_papers_ranked_close_to_the_best_match(make_engine):
-    import dataclasses
-
-    from rag.tuning import LIST_SCORE_SHARE
-
-    engine = make_engine()
-    first, second, third = engine.retriever.retrieve("any papers on speculative decoding?", 3)
-    # Fused scores are reciprocal ranks: what counts is how close a paper comes to the best one.
-    hits = [dataclasses.replace(first, score=1.0), dataclasses.replace(second, score=LIST_SCORE_SHARE),
-            dataclasses.replace(third, score=LIST_SCORE_SHARE - 0.01)]
-    text, citations = engine.planner.written.list_papers(hits, "any papers on speculative decoding?")
-    assert [c.title for c in citations] == [first.title, second.title]
-    assert third.title not in text
-
-
 def test_a_comparison_gets_one_quoted_row_per_named_paper(make_engine):
     engine = make_engine()
     answer = engine.ask("cacheblend vs turborag, which cuts TTFT more?")
