@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .citations import TermWeights, support
-from .text import NAME, PROPER, content_terms, joined_terms, mentions, name_forms, squash, word_grams
+from .text import NAME, PROPER, content_terms, mentions, name_forms, squash, whole_words, word_grams
 from .tuning import (
     ANCHORED_COVERAGE,
     ASKED_MAX_WORDS,
@@ -307,14 +307,20 @@ def figure_windows(sentence: str, window: int = FIGURE_WINDOW) -> list[str]:
             for i, w in enumerate(words) if figures(w)]
 
 
+# What a question rules out is not what it asks: "without any training", "w/o retraining".
+_WITHOUT = re.compile(r"\b(?:without|w/o)\s+(?:any\s+|extra\s+|additional\s+)?[A-Za-z][\w-]*", re.I)
+
+
 def of_sibling(question: str, sentence: str, siblings: Mapping[str, frozenset[str]], subject: str = "") -> bool:
     """Whether a sentence is about a sibling of what the question asks instead: it lacks one of the
     question's words and holds a word the collection coordinates with that one ("prefill and decode")
     which the question does not use. "How much does it speed up decoding?" is not answered by
-    "accelerates the prefilling stage by 2.34x"."""
-    asked = joined_terms(question) - content_terms(subject) - GENERIC
-    held = joined_terms(sentence)
-    return any(term not in held and (siblings.get(term, frozenset()) - asked - GENERIC) & held for term in asked)
+    "accelerates the prefilling stage by 2.34x". Whole words only ("training-free" does not ask
+    about training), and not the words the question rules out ("without any training")."""
+    asked = whole_words(_WITHOUT.sub(" ", question)) - content_terms(subject) - GENERIC
+    whole = whole_words(sentence)
+    held = whole | content_terms(sentence)  # a word inside a hyphenated one still holds it
+    return any(term not in held and (siblings.get(term, frozenset()) - asked - GENERIC) & whole for term in asked)
 
 
 def is_echo(answer: str, question: str, subject: str = "") -> bool:

@@ -28,7 +28,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from .corpus import stored_body
 from .settings import Settings
 from .store import Store
-from .text import FOLDED, coordinated, mentions, own_names, squash, tokenize, used_as_word
+from .text import COORDINATED, FOLDED, coordinated, mentions, own_names, squash, tokenize, used_as_word
 from .tuning import (
     COMMON_DF,
     MAX_CORRECTION_VOCAB,
@@ -87,6 +87,11 @@ class ChunkIds(Sequence[str]):
             raise IndexError(i)
         i %= len(self)
         return bytes(self.blob[int(self.offsets[i]):int(self.offsets[i + 1])]).decode()
+
+
+def _sibling_rule() -> dict[str, Any]:
+    """What the saved siblings were built by: another threshold or pattern builds them again."""
+    return {"min_papers": SIBLING_MIN_PAPERS, "pattern": COORDINATED.pattern}
 
 
 class KeywordIndex:
@@ -182,7 +187,8 @@ class KeywordIndex:
             self.bm25.save(str(tmp), show_progress=False)
             np.save(tmp / "ids.offsets.npy", self.ids.offsets)
             (tmp / "ids.bin").write_bytes(bytes(self.ids.blob))
-            (tmp / "siblings.json").write_text(json.dumps({t: sorted(s) for t, s in sorted(self.siblings.items())}))
+            (tmp / "siblings.json").write_text(json.dumps(
+                {**_sibling_rule(), "siblings": {t: sorted(s) for t, s in sorted(self.siblings.items())}}))
             # Written last: a folder without it is never loaded. The digests make a damaged file (a
             # bad disk, a copy cut short) a rebuild instead of wrong search results.
             digests = {f.name: _file_digest(f) for f in sorted(tmp.iterdir())}
@@ -208,13 +214,15 @@ class KeywordIndex:
             if set(digests) != files or any(_file_digest(path / name) != d for name, d in digests.items()):
                 log.warning("the saved keyword index in %s is damaged or incomplete: building it again", path)
                 return None
-            if "siblings.json" not in files:  # saved by a version that did not keep them
-                log.info("the saved keyword index in %s has no siblings: building it again", path)
+            # Siblings saved by a version without them, or by another rule, are built again.
+            rule = json.loads((path / "siblings.json").read_text()) if "siblings.json" in files else {}
+            if any(rule.get(key) != value for key, value in _sibling_rule().items()):
+                log.info("the saved keyword index in %s has no siblings of this rule: building it again", path)
                 return None
             bm25 = bm25s.BM25.load(str(path), mmap=True)
             offsets = np.load(path / "ids.offsets.npy", mmap_mode="r")
             blob = np.memmap(path / "ids.bin", dtype=np.uint8, mode="r") if offsets[-1] else np.zeros(0, np.uint8)
-            siblings = {t: frozenset(s) for t, s in json.loads((path / "siblings.json").read_text()).items()}
+            siblings = {t: frozenset(s) for t, s in rule["siblings"].items()}
             index = cls(bm25, ChunkIds(blob, offsets), siblings)
         except (OSError, ValueError, KeyError) as e:
             if path.exists():

@@ -52,27 +52,27 @@ _COMPARATIVES = {"faster": "fast", "fastest": "fast", "slower": "slow", "smaller
 FOLDED = frozenset(_COMPARATIVES.values())
 
 # Two single words joined as alternatives or parts of one whole: "prefill and decode", "training or
-# inference", "latency/throughput", "A vs B".
-_COORDINATED = re.compile(r"([A-Za-z][\w-]*)\s*(?:,?\s+and\s+|\s+or\s+|/|\s+vs\.?\s+|\s+versus\s+)([A-Za-z][\w-]*)")
+# inference", "A vs B". Not "/": it joins units ("tokens/second") and URLs as often as alternatives.
+COORDINATED = re.compile(r"([A-Za-z][\w-]*)\s*(?:,?\s+and\s+|\s+or\s+|\s+vs\.?\s+|\s+versus\s+)([A-Za-z][\w-]*)")
 _INNER_HYPHEN = re.compile(r"(?<=[A-Za-z])-(?=[A-Za-z])")
+
+
+def whole_words(text: str) -> frozenset[str]:
+    """:func:`content_terms` with each hyphenated word as one word: "pre-filling" is "prefil", and
+    "training-free" is not "train"."""
+    return content_terms(_INNER_HYPHEN.sub("", text))
 
 
 def coordinated(text: str) -> set[tuple[str, str]]:
     """Pairs of content terms a text coordinates ("prefilling and decoding" -> ("prefil", "decod")),
-    each one word (hyphens joined: "pre-filling" is "prefilling"), in both orders."""
+    each one whole word, in both orders."""
     pairs = set()
-    for left, right in _COORDINATED.findall(text):
-        a, b = content_terms(_INNER_HYPHEN.sub("", left)), content_terms(_INNER_HYPHEN.sub("", right))
+    for left, right in COORDINATED.findall(text):
+        a, b = whole_words(left), whole_words(right)
         if len(a) == len(b) == 1 and a != b and not (x := next(iter(a))).isdigit() \
                 and not (y := next(iter(b))).isdigit():
             pairs |= {(x, y), (y, x)}
     return pairs
-
-
-def joined_terms(text: str) -> frozenset[str]:
-    """:func:`content_terms` of a text, also with its hyphenated words joined ("pre-filling" ->
-    "prefil" as well as "pre", "fill")."""
-    return content_terms(text) | content_terms(_INNER_HYPHEN.sub("", text))
 
 
 # ----- sentences ---------------------------------------------------------------------------------

@@ -250,6 +250,12 @@ def test_a_figure_of_a_sibling_is_not_a_figure_of_what_was_asked():
     assert not of_sibling("by how much does LazyLLM speed up the prefill stage?", LAZY, siblings, "LazyLLM")
     # Written with a hyphen, in the question or the sentence, it is the same word.
     assert of_sibling("how much faster is decoding?", "It cuts pre-filling latency by 10x.", siblings)
+    # A word inside a hyphenated one, or one the question rules out, is not what it asks about.
+    assert not of_sibling("How much faster is the encoder-decoder model?", "It speeds up prefill by 2x.", siblings)
+    assert not of_sibling("how much does it raise throughput without any training?",
+                          "It increases the inference throughput by 2.8-5X.", siblings)
+    assert not of_sibling("how much does this training-free method cut latency?",
+                          "It reduces inference latency by up to 10x.", siblings)
     assert not of_sibling("how much faster is pre-filling?", "It cuts prefilling latency by 10x.", siblings)
     # A sentence about both, or a question about both, is about what was asked.
     both = "Prefill and decoding speeds of 121 token/s and 14 token/s."

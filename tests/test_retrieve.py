@@ -134,12 +134,13 @@ def test_a_damaged_saved_keyword_index_is_rebuilt_never_used(tmp_path):
 
 
 def test_siblings_are_the_terms_several_papers_coordinate(tmp_path):
-    from rag.retrieve import KeywordIndex
+    from rag.retrieve import KeywordIndex, _file_digest
     from rag.tuning import SIBLING_MIN_PAPERS
 
     ids = [f"p{i}:0" for i in range(SIBLING_MIN_PAPERS + 1)]
     texts = ["We speed up prefilling and decoding.", "Prefill or decode: both get faster.",
-             "Latency and high throughput on pre-filling/decoding.", "Training and inference costs."][:len(ids)]
+             "Latency and high throughput on pre-filling or decoding, in tokens/second.",
+             "Training and inference costs."][:len(ids)]
     texts += ["Prefilling and decoding again, in the same paper."]  # a paper's second chunk counts once
     ids += ["p0:1"]
     index = KeywordIndex.from_texts(ids, texts)
@@ -148,10 +149,17 @@ def test_siblings_are_the_terms_several_papers_coordinate(tmp_path):
     assert "latenc" not in index.siblings and "train" not in index.siblings
     index.save(tmp_path / "kw", "stamp-1")
     assert KeywordIndex.load(tmp_path / "kw", "stamp-1").siblings == index.siblings
-    # An index saved before siblings were kept is built again, not used without them.
+    assert "token" not in index.siblings  # "/" joins units, not alternatives
+    # Siblings saved by another rule (another threshold), or an index saved before siblings were
+    # kept, are built again, not used.
     saved = tmp_path / "kw"
-    (saved / "siblings.json").unlink()
+    rule = json.loads((saved / "siblings.json").read_text())
+    (saved / "siblings.json").write_text(json.dumps({**rule, "min_papers": SIBLING_MIN_PAPERS + 1}))
     stamp = json.loads((saved / "stamp.json").read_text())
+    stamp["digests"]["siblings.json"] = _file_digest(saved / "siblings.json")  # a valid file, of another rule
+    (saved / "stamp.json").write_text(json.dumps(stamp))
+    assert KeywordIndex.load(saved, "stamp-1") is None
+    (saved / "siblings.json").unlink()
     del stamp["digests"]["siblings.json"]
     (saved / "stamp.json").write_text(json.dumps(stamp))
     assert KeywordIndex.load(saved, "stamp-1") is None
