@@ -159,7 +159,7 @@ FRESH7_SPLIT_SHA256 = "d799916eea3d384c9b261b572659ebdcf46082a802601ff25fe297924
 def test_chat_question_set_is_valid_split_and_frozen():
     import hashlib
 
-    from eval.chat import STYLES, load_chat_questions
+    from eval.chat import FROZEN, RETIRED, SPLITS, STYLES, load_chat_questions
 
     rows = load_chat_questions()  # raises on a missing title or a key fact not in a gold abstract
     assert len(rows) >= 200
@@ -177,6 +177,8 @@ def test_chat_question_set_is_valid_split_and_frozen():
                           ("fresh6", FRESH6_SPLIT_SHA256), ("fresh7", FRESH7_SPLIT_SHA256)):
         frozen = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows if r["split"] == split]
         assert hashlib.sha256("\n".join(frozen).encode()).hexdigest() == digest, split
+    # Every split is dev, retired (chosen on, as dev is) or frozen (decides), and only one of them.
+    assert sorted(("dev", *RETIRED, *FROZEN)) == sorted(SPLITS) and not set(RETIRED) & set(FROZEN)
     for split in ("fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7"):
         fresh = Counter(r["style"] for r in rows if r["split"] == split)
         assert all(fresh[style] >= 8 for style in STYLES), (split, fresh)
