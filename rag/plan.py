@@ -112,11 +112,12 @@ class Planner:
             # Pre-training (WRAP)" names nothing new).
             known |= {squash(word) for h in turn.subject for short, long in acronyms(f"{h.title} {h.text}").items()
                       if squash(short) in known for word in re.split(r"[\s-]+", long)}
-        generic = self.retriever.term_weights().share
+        index = self.retriever.term_weights()
+        generic = index.share
         # A figure of the prefill is no figure of the decoding: the collection's own coordinations
         # ("prefill and decode") say which words are alternatives (dev and the retired splits, 1,467
         # questions, model-free planner: 7 more near misses abstained, no answer lost).
-        siblings = self.retriever.term_weights().siblings
+        siblings = index.siblings
 
         def names_one(sc: Scored) -> bool:
             return grounding.names_new(sc.text, turn.question, known, generic)
