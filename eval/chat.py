@@ -4,7 +4,8 @@
     paperchat eval --chat --split test     # the test split: aggregates only
     paperchat eval --chat --split both     # both, side by side, with the gap
     paperchat eval --chat --split fresh6   # a later frozen split (session 13): aggregates only
-    paperchat eval --chat --split fresh7   # the latest (session 14): aggregates only
+    paperchat eval --chat --split fresh7   # another (session 14): aggregates only
+    paperchat eval --chat --split fresh8   # the latest (session 15): aggregates only
     paperchat eval --chat --split fresh3   # a retired one (fresh .. fresh5): per question, like dev
 
 `eval/questions-chat.jsonl` was written by helpers who saw the abstracts but not the engine's code
@@ -56,6 +57,12 @@ with many follow-ups) wrote the "fresh7" split (150 questions, W-* and X-*, all 
 Session 14 also retired fresh .. fresh5 (752 questions): they had been run as aggregates only, several
 times each, and nobody had read them; from then on they are read and chosen on, as dev is (RETIRED).
 What decides is the splits still frozen: test, fresh6 and fresh7.
+
+Session 15 began the same way: two helpers with different personas (an ML infrastructure engineer at a
+startup typing terse Slack-style messages; a visiting master's student with English as a second language who
+describes methods by what they do and writes a quarter of the questions in their own language) wrote the
+"fresh8" split (150 questions, Z-* and L-*, all nine styles), and a third (a product manager deciding whether
+to adopt a technique, asking in business words) wrote 75 dev questions (O-*, all nine styles).
 """
 
 from __future__ import annotations
@@ -80,9 +87,9 @@ CHAT_QUESTIONS = HERE / "questions-chat.jsonl"
 STYLES = ("casual", "described", "list", "compare", "followup-pronoun", "followup-ellipsis", "non-english",
           "near-miss", "absent")
 UNANSWERABLE_STYLES = {"near-miss", "absent"}
-SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7")
+SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8")
 #: Splits reported as aggregates only: nothing is chosen on them.
-FROZEN = ("test", "fresh6", "fresh7")
+FROZEN = ("test", "fresh6", "fresh7", "fresh8")
 #: Splits that were frozen until session 13 and are used for choosing, as dev is, from session 14: a rule
 #: is priced on 1,467 questions from many writers instead of the 715 dev rows that earlier rules were
 #: fitted to. Their results up to session 13 (eval/CHANGELOG.md) were measured while they were frozen.

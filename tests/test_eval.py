@@ -154,6 +154,8 @@ FRESH5_SPLIT_SHA256 = "4b9d0d12c08c902d70b746b23bcf2e0da98ae72273118c3184e4a6712
 FRESH6_SPLIT_SHA256 = "52d28f30d8952971f67d635b68118c0698ec4cfd22079fe5da82c5d31f7dfe85"
 #: And for fresh7 (150 questions, written at the start of session 14 by two more helpers).
 FRESH7_SPLIT_SHA256 = "d799916eea3d384c9b261b572659ebdcf46082a802601ff25fe297924b8ec712"
+#: And for fresh8 (150 questions, written at the start of session 15 by two more helpers).
+FRESH8_SPLIT_SHA256 = "2e1a4d2e3e00fdb342b0e7594a024914da7527ac3891c4951e880d57a0b954b9"
 
 
 def test_chat_question_set_is_valid_split_and_frozen():
@@ -165,21 +167,22 @@ def test_chat_question_set_is_valid_split_and_frozen():
     assert len(rows) >= 200
     counts = Counter((r["style"], r["split"]) for r in rows)
     # Every style on both sides, the first 308 split about in half; the later dev rows (D-*, E-*, J-*, N-*, R-*,
-    # S-*, V-*, Y-*) are extra.
+    # S-*, V-*, Y-*, O-*) are extra.
     halves = Counter((r["style"], r["split"]) for r in rows
-                     if not r["id"].startswith(("D-", "E-", "J-", "N-", "R-", "S-", "V-", "Y-")))
+                     if not r["id"].startswith(("D-", "E-", "J-", "N-", "R-", "S-", "V-", "Y-", "O-")))
     for style in STYLES:
         assert counts[style, "dev"] >= 8 and abs(halves[style, "dev"] - halves[style, "test"]) <= 2, style
     assert len({r["lang"] for r in rows if r["style"] == "non-english"}) >= 4
     for split, digest in (("test", TEST_SPLIT_SHA256), ("fresh", FRESH_SPLIT_SHA256),
                           ("fresh2", FRESH2_SPLIT_SHA256), ("fresh3", FRESH3_SPLIT_SHA256),
                           ("fresh4", FRESH4_SPLIT_SHA256), ("fresh5", FRESH5_SPLIT_SHA256),
-                          ("fresh6", FRESH6_SPLIT_SHA256), ("fresh7", FRESH7_SPLIT_SHA256)):
+                          ("fresh6", FRESH6_SPLIT_SHA256), ("fresh7", FRESH7_SPLIT_SHA256),
+                          ("fresh8", FRESH8_SPLIT_SHA256)):
         frozen = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows if r["split"] == split]
         assert hashlib.sha256("\n".join(frozen).encode()).hexdigest() == digest, split
     # Every split is dev, retired (chosen on, as dev is) or frozen (decides), and only one of them.
     assert sorted(("dev", *RETIRED, *FROZEN)) == sorted(SPLITS) and not set(RETIRED) & set(FROZEN)
-    for split in ("fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7"):
+    for split in ("fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8"):
         fresh = Counter(r["style"] for r in rows if r["split"] == split)
         assert all(fresh[style] >= 8 for style in STYLES), (split, fresh)
 
