@@ -11,6 +11,7 @@ from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
+from . import prompts
 from .checks import checked_answer
 from .citations import Citation
 from .conversation import FollowUps, Translator
@@ -185,9 +186,14 @@ class Engine(LlamaIndexViews):
         raw = yield from self.generator.answer(answer_messages(sources, standalone), timings, start)
         weights = self.retriever.term_weights()
         if checked := checked_answer(raw, sources, standalone, turn, plan.answering, weights):
-            yield finish(checked, by="model", standalone=standalone)
+            written, by = checked, "model"
         else:  # refused, echoed the question, or restated a sentence about something else
-            yield finish(self.written.quote(best_sentence, best_hit), by="quote", standalone=standalone)
+            written, by = self.written.quote(best_sentence, best_hit), "quote"
+        if plan.unstated:  # the parts of a question that asks several things no sentence answers
+            notes = "".join(f"\n\n{prompts.UNSTATED_TEMPLATE.format(part=part)}" for part in plan.unstated)
+            yield notes
+            written = (written[0] + notes, written[1])
+        yield finish(written, by=by, standalone=standalone)
 
     def ask(self, question: str, history: list[Message] | None = None) -> Answer:
         """Answer a question (see :meth:`ask_stream`)."""

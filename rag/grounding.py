@@ -316,8 +316,9 @@ def of_sibling(question: str, sentence: str, siblings: Mapping[str, frozenset[st
     question's words and holds a word the collection coordinates with that one ("prefill and decode")
     which the question does not use. "How much does it speed up decoding?" is not answered by
     "accelerates the prefilling stage by 2.34x". Whole words only ("training-free" does not ask
-    about training), and not the words the question rules out ("without any training")."""
-    asked = whole_words(_WITHOUT.sub(" ", question)) - content_terms(subject) - GENERIC
+    about training), and not the words the question rules out ("without any training", "decoding,
+    not the prefill")."""
+    asked = whole_words(_WITHOUT.sub(" ", question)) - set_aside(question) - content_terms(subject) - GENERIC
     whole = whole_words(sentence)
     held = whole | content_terms(sentence)  # a word inside a hyphenated one still holds it
     return any(term not in held and (siblings.get(term, frozenset()) - asked - GENERIC) & whole for term in asked)

@@ -154,6 +154,22 @@ def asked_clause(question: str) -> str:
     return question
 
 
+# Where a question asks a second thing: "how many steps does it need and is it faster than real
+# time?", "glue score? + how long did pretraining take". English grammar, not topics: a break after
+# "?" or ";", or "and" / "+" / "&" / "plus" / chat's "n" before a question word.
+_SECOND_ASK = re.compile(r"(?<=[?;])\s+(?=\S)|\s+(?:\+|&|and|n|plus)\s+(?=(?:how|what|what['\u2019]s|whats|which|"
+                         r"who|is|are|does|do|did|can|could)\b)", re.I)
+
+
+def asking_clauses(question: str) -> list[str]:
+    """The parts of a question that each ask something ("how much faster is prefill, and how much
+    memory does it save?" asks two things); the question alone when it asks one. The first part is
+    kept whatever it opens with ("mosaic bert - what glue score ..."); a later one only if it asks."""
+    parts = [p.strip() for p in _SECOND_ASK.split(question) if p.strip()]
+    asking = parts[:1] + [p for p in parts[1:] if _ASKING.match(p)]
+    return asking if len(asking) >= 2 else [question]
+
+
 @dataclass(frozen=True)
 class Intent:
     """What a question wants: one fact (a figure, a name or other), a list of papers, or a comparison."""

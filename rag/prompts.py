@@ -72,5 +72,8 @@ NEAR_MISS_TEMPLATE = (
     ABSTAIN_TEXT + " The closest paper, \u201c{title}\u201d, does not state it in its abstract; "
     "the nearest it says is: \u201c{quote}\u201d"
 )
+#: Added to an answer for each part of the question that no sentence of the paper answers ("...,
+#: and is it faster than real time?"): the answer covers the other parts.
+UNSTATED_TEMPLATE = "Not found in the abstract: \u201c{part}\u201d"
 #: A quoted answer, used when the model's answer fails the checks but a source sentence answers.
 QUOTE_TEMPLATE = "\u201c{title}\u201d reports: {quote} [{n}]"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -104,6 +105,37 @@ def test_a_figure_of_the_prefill_does_not_answer_for_decoding(make_engine):
     engine = make_engine("DroidSpeak achieves up to a 2.78x speedup in prefill latency [1].")
     answer = engine.ask("how much does droidspeak speed up prefill latency?")
     assert not answer.abstained and "2.78x" in answer.text
+
+
+def test_a_question_that_asks_two_things_is_answered_part_by_part(make_engine):
+    from rag.prompts import UNSTATED_TEMPLATE
+
+    def whole_and_parts(engine, question):
+        turn = engine.followups.turn(question, None)
+        whole = engine.planner.plan(question, replace(turn, focus_question=question), "en", question)
+        return whole, engine.planner.plan(question, turn, "en")
+
+    # Asked as one, each part's words keep the other part's sentence from answering; part by part,
+    # both are answered.
+    engine = make_engine("PreTTR is up to 42x faster and its compression cuts storage by up to 95% [1].")
+    question = "prettr doc reranking - how much faster on web docs + how much storage does the compression save?"
+    whole, parts = whole_and_parts(engine, question)
+    assert whole.kind == "near-miss" and parts.kind == "fact" and parts.unstated == []
+    assert {"42x" in s.text for s, _ in parts.answering} == {True, False}
+    answer = engine.ask(question)
+    assert not answer.abstained and "95%" in answer.text and "Not found" not in answer.text
+    # A part no sentence answers is said so after the answer to the others.
+    question = "how many extra normalization ops does NormFormer add per layer, and what's the parameter overhead?"
+    engine = make_engine("The extra operations add +0.4% parameters [1].")
+    whole, parts = whole_and_parts(engine, question)
+    assert whole.kind == "near-miss" and parts.kind == "fact"
+    answer = engine.ask(question)
+    assert not answer.abstained and "0.4%" in answer.text
+    assert answer.text.endswith(UNSTATED_TEMPLATE.format(part=parts.unstated[0]))
+    # No part answered: a near miss, before the model.
+    engine = make_engine()
+    answer = engine.ask("which license is LazyLLM released under, and who funded it?")
+    assert answer.abstained and answer.abstain_reason == "near-miss" and engine.llm.calls == []
 
 
 def test_a_near_miss_abstains_naming_the_paper_and_what_it_says(make_engine):

@@ -257,6 +257,8 @@ def test_a_figure_of_a_sibling_is_not_a_figure_of_what_was_asked():
     assert not of_sibling("how much does this training-free method cut latency?",
                           "It reduces inference latency by up to 10x.", siblings)
     assert not of_sibling("how much faster is pre-filling?", "It cuts prefilling latency by 10x.", siblings)
+    # A sibling the question sets aside is not asked: its figure is not the answer.
+    assert of_sibling("how much faster is decoding, not the prefill?", LAZY, siblings, "LazyLLM")
     # A sentence about both, or a question about both, is about what was asked.
     both = "Prefill and decoding speeds of 121 token/s and 14 token/s."
     assert not of_sibling("what decoding speed does it reach?", both, siblings)

@@ -94,3 +94,24 @@ def test_the_clause_that_asks(question, clause):
     from rag.intent import asked_clause
 
     assert asked_clause(question) == (clause or question)
+
+
+@pytest.mark.parametrize(("question", "parts"), [
+    # Two things asked: after a question mark, or "and" / "+" / "n" before a question word.
+    ("is fastfit pip installable? and how much faster does it train?",
+     ["is fastfit pip installable?", "and how much faster does it train?"]),
+    ("mosaic bert - what glue score did they get n how long did pretraining take",
+     ["mosaic bert - what glue score did they get", "how long did pretraining take"]),
+    ("how much faster on web docs + how much storage does it save?",
+     ["how much faster on web docs", "how much storage does it save?"]),
+    ("how many extra ops does it add per layer, and what's the parameter overhead?",
+     ["how many extra ops does it add per layer,", "what's the parameter overhead?"]),
+    # One thing asked: "and" between words, a relative clause, a later part that asks nothing.
+    ("how much faster are prefill and decode?", None),
+    ("how much does it cut time to first token, which matters for RAG?", None),
+    ("what speedup on llama-2 70b? thanks", None),
+])
+def test_the_parts_that_ask(question, parts):
+    from rag.intent import asking_clauses
+
+    assert asking_clauses(question) == (parts or [question])
