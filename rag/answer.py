@@ -188,7 +188,7 @@ class Engine(LlamaIndexViews):
         if checked := checked_answer(raw, sources, standalone, turn, plan.answering, weights):
             written, by = checked, "model"
         else:  # refused, echoed the question, or restated a sentence about something else
-            written, by = self.written.quote(best_sentence, best_hit), "quote"
+            written, by = self.written.quote(best_sentence, best_hit, *plan.parts[1:]), "quote"
         if plan.unstated:  # the parts of a question that asks several things no sentence answers
             notes = "".join(f"\n\n{prompts.UNSTATED_TEMPLATE.format(part=part)}" for part in plan.unstated)
             yield notes

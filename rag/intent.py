@@ -167,7 +167,10 @@ def asking_clauses(question: str) -> list[str]:
     kept whatever it opens with ("mosaic bert - what glue score ..."); a later one only if it asks."""
     parts = [p.strip() for p in _SECOND_ASK.split(question) if p.strip()]
     asking = parts[:1] + [p for p in parts[1:] if _ASKING.match(p)]
-    return asking if len(asking) >= 2 else [question]
+    if len(asking) < 2:
+        return [question]
+    # Each part as a question of its own: "and how much ...?" -> "how much ...?", "... per layer," -> "... per layer".
+    return [re.sub(r"^(?:and|so|but|plus)\s+", "", p, flags=re.I).rstrip(" ,;:") for p in asking]
 
 
 @dataclass(frozen=True)

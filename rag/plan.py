@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from . import grounding, prompts
-from .conversation import Turn
+from .conversation import REFERS_BACK, Turn
 from .evidence import Evidence
 from .gate import RelevanceGate
 from .grounding import Scored
@@ -28,6 +28,7 @@ class Plan:
     candidates: list[Hit] = field(default_factory=list)
     written: Written | None = None
     unstated: list[str] = field(default_factory=list)  # parts of the question no sentence answers
+    parts: list[tuple[Scored, Hit]] = field(default_factory=list)  # the best sentence of each answered part
 
     @property
     def abstains(self) -> bool:
@@ -143,10 +144,10 @@ class Planner:
         if not answering:
             # "How many steps does it need, and is it faster than real time?": the part the paper
             # states is answered, and the answer says which part it does not. Dev and the retired
-            # splits (1,542 questions, model-free planner): answered 964 -> 968 of 1,115, abstained
+            # splits (1,542 questions, model-free planner): answered 964 -> 971 of 1,115, abstained
             # 386 -> 385 of 427 (a two-part near miss, now answered on its stated part).
-            if whole and (parts := self._answered_parts(english, turn, lang, settings, own)):
-                return parts
+            if whole and (by_parts := self._answered_parts(english, turn, lang, settings)):
+                return by_parts
             return Plan("near-miss", ranked, answering, candidates)
         if instance:  # the sentences that name a thing first
             answering.sort(key=lambda pair: not names_one(pair[0]))
@@ -154,34 +155,51 @@ class Planner:
             return Plan("identify", ranked, answering, candidates, identified)
         return Plan("fact", ranked, answering, candidates)
 
-    def _answered_parts(self, english: str, turn: Turn, lang: str, settings: str, own: list[str]) -> Plan | None:
+    def _answered_parts(self, english: str, turn: Turn, lang: str, settings: str) -> Plan | None:
         """A question that asks several things, planned part by part: the parts some sentence answers
-        make one fact answer (their sentences in order), the others are ``unstated``. None when it
-        asks one thing, or no part is answered. A part with no word of its own ("by how much?")
-        is not asked on its own, and an ellipsis's aim is not split: it holds the previous question.
-        Only a question whose paper is fixed (named, or the conversation's) is split: a part of one
-        that describes its paper loses the description ("... and how fast is its inference?")."""
-        if not (turn.followup or any(h.named for h in turn.subject)):
-            return None
-        if turn.followup and turn.focus_question != turn.question:
+        make one fact answer (``parts``: each one's best sentence; ``answering``: all of them), the
+        others are ``unstated``. None when it asks one thing, or no part is answered.
+
+        Only a question whose paper is fixed is split: one that names it, or a follow-up that refers
+        back to it ("where do they offload ... and how much memory does that save?"). A part of a
+        question that describes its paper loses the description ("... and how fast is its
+        inference?"), and an ellipsis ("and decoding? and memory?") asks in the previous question's
+        terms, which its parts alone do not hold. A part with no word of its own ("by how much?") is
+        not asked alone. A part keeps the whole question's settings ("on mistral 7b? what's the
+        saving there?"), and is said to be unstated only if it is not answered with its own either."""
+        if turn.followup:
+            if not REFERS_BACK.search(turn.question) or turn.focus_question != turn.question:
+                return None
+        elif not any(h.named for h in turn.subject):
             return None
         clauses = asking_clauses(turn.focus_question)
         if len(clauses) < 2:
             return None
         named = sum(h.named for h in turn.subject)
-        subject = " ".join([*(h.title for h in turn.subject), *own])
         answered: list[Plan] = []
         unstated: list[str] = []
         for clause in clauses:
             wants = intent(clause, named).wants
-            if not grounding.focus_terms(clause, subject, wants=wants):
+            if not grounding.focus_terms(clause, wants=wants):
                 continue
-            part = self.plan(english, replace(turn, focus_question=clause, wants=wants), lang, settings)
-            if part.kind == "fact":
-                answered.append(part)
-            else:
+            part = replace(turn, focus_question=clause, wants=wants)
+            if (plan := self.plan(english, part, lang, settings)).kind == "fact":
+                answered.append(plan)
+            elif self.plan(english, part, lang, clause).kind != "fact":
                 unstated.append(clause)
         if not answered:
             return None
-        answering = [pair for part in answered for pair in part.answering]
-        return Plan("fact", answered[0].ranked, answering, answered[0].candidates, unstated=unstated)
+        answering = _distinct([pair for plan in answered for pair in plan.answering])
+        parts = _distinct([plan.answering[0] for plan in answered])
+        return Plan("fact", answered[0].ranked, answering, answered[0].candidates, unstated=unstated, parts=parts)
+
+
+def _distinct(pairs: list[tuple[Scored, Hit]]) -> list[tuple[Scored, Hit]]:
+    """The pairs without repeats of a sentence (two parts answered by one sentence), in order."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for scored, hit in pairs:
+        if (hit.paper_id, scored.text) not in seen:
+            seen.add((hit.paper_id, scored.text))
+            out.append((scored, hit))
+    return out

@@ -117,7 +117,18 @@ class WrittenAnswers:
         return f"{hit.title} [1]: {best.text}", [cite(1, hit, best.text)]
 
     @staticmethod
-    def quote(best: Scored, hit: Hit) -> Written:
-        """The source sentence that answers, quoted and cited (when the model's answer fails)."""
-        return (prompts.QUOTE_TEMPLATE.format(title=hit.title, quote=best.text, n=1),
-                [cite(1, hit, best.text)])
+    def quote(best: Scored, hit: Hit, *more: tuple[Scored, Hit]) -> Written:
+        """The source sentence that answers, quoted and cited (when the model's answer fails); with
+        ``more``, the sentences that answer the other parts of the question too, a paper's number
+        kept for all its sentences."""
+        numbers: dict[str, int] = {}
+        lines: list[str] = []
+        citations: list[Citation] = []
+        for sentence, paper in ((best, hit), *more):
+            if paper.paper_id in numbers:  # its title is said already
+                lines.append(f"{sentence.text} [{numbers[paper.paper_id]}]")
+            else:
+                numbers[paper.paper_id] = len(numbers) + 1
+                lines.append(prompts.QUOTE_TEMPLATE.format(title=paper.title, quote=sentence.text, n=len(numbers)))
+            citations.append(cite(numbers[paper.paper_id], paper, sentence.text))
+        return " ".join(lines), citations
