@@ -307,7 +307,10 @@ def figure_windows(sentence: str, window: int = FIGURE_WINDOW) -> list[str]:
             for i, w in enumerate(words) if figures(w)]
 
 
-# What a question rules out is not what it asks: "without any training", "w/o retraining".
+# What a question rules out is not what it asks: "without any training", "w/o retraining". Not one of
+# _SET_ASIDE's phrases: a figure beside a set-aside word covers nothing (figure_coverage), and "without"
+# is often the answer's own condition ("2.3x faster without accuracy loss" answers "how much faster
+# without losing accuracy?"). Only the sibling check reads it.
 _WITHOUT = re.compile(r"\b(?:without|w/o)\s+(?:any\s+|extra\s+|additional\s+)?[A-Za-z][\w-]*", re.I)
 
 
