@@ -5,7 +5,8 @@
     paperchat eval --chat --split both     # both, side by side, with the gap
     paperchat eval --chat --split fresh6   # a later frozen split (session 13): aggregates only
     paperchat eval --chat --split fresh7   # another (session 14): aggregates only
-    paperchat eval --chat --split fresh8   # the latest (session 15): aggregates only
+    paperchat eval --chat --split fresh8   # another (session 15): aggregates only
+    paperchat eval --chat --split fresh9   # the latest (session 16): aggregates only
     paperchat eval --chat --split fresh3   # a retired one (fresh .. fresh5): per question, like dev
 
 `eval/questions-chat.jsonl` was written by helpers who saw the abstracts but not the engine's code
@@ -63,6 +64,11 @@ startup typing terse Slack-style messages; a visiting master's student with Engl
 describes methods by what they do and writes a quarter of the questions in their own language) wrote the
 "fresh8" split (150 questions, Z-* and L-*, all nine styles), and a third (a product manager deciding whether
 to adopt a technique, asking in business words) wrote 75 dev questions (O-*, all nine styles).
+
+Session 16 too: two helpers (a skeptical senior researcher dictating on a phone, with homophone errors and
+run-on sentences; a hobbyist running local models who half-remembers paper names and writes "u", "tbh", "rn")
+wrote the "fresh9" split (150 questions, I-* and AA-*, all nine styles), and a third (a science journalist
+asking in plain words, often two things at once) wrote 75 dev questions (AB-*, all nine styles).
 """
 
 from __future__ import annotations
@@ -87,9 +93,9 @@ CHAT_QUESTIONS = HERE / "questions-chat.jsonl"
 STYLES = ("casual", "described", "list", "compare", "followup-pronoun", "followup-ellipsis", "non-english",
           "near-miss", "absent")
 UNANSWERABLE_STYLES = {"near-miss", "absent"}
-SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8")
+SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9")
 #: Splits reported as aggregates only: nothing is chosen on them.
-FROZEN = ("test", "fresh6", "fresh7", "fresh8")
+FROZEN = ("test", "fresh6", "fresh7", "fresh8", "fresh9")
 #: Splits that were frozen until session 13 and are used for choosing, as dev is, from session 14: a rule
 #: is priced on 1,467 questions from many writers instead of the 715 dev rows that earlier rules were
 #: fitted to. Their results up to session 13 (eval/CHANGELOG.md) were measured while they were frozen.
