@@ -134,6 +134,21 @@ def test_a_question_that_asks_two_things_is_answered_part_by_part(make_engine):
     answer = engine.ask(question)
     assert not answer.abstained and "95%" in answer.text
     assert answer.text.endswith(UNSTATED_TEMPLATE.format(part="how much does it cut training time?"))
+    # A part is answered in its own terms when the other part's setting ("chatglm2 6b") is not its own.
+    question = "transformer-lite what decoding speed for chatglm2 6b and what's the prefill speedup over fastllm?"
+    whole, parts = whole_and_parts(engine, question)
+    assert whole.kind == "near-miss" and parts.unstated == []
+    assert ["14 token/s" in s.text or "10x" in s.text for s, _ in parts.parts] == [True, True]
+    # ... unless it points back at that setting ("there"): then no figure of another setting answers it.
+    question = "transformer-lite what decoding speed for chatglm2 6b and what's the prefill speedup there over fastllm?"
+    whole, parts = whole_and_parts(engine, question)
+    assert parts.unstated == ["what's the prefill speedup there over fastllm?"]
+    # A part the per-part checks miss is not said to be unstated when a sentence of the answer
+    # holds every word it asks with (the Mistral-7B figure is in the Falcon-180B sentence).
+    question = "sarathi-serve how much throughput gain on mistral-7b? what about falcon-180b?"
+    whole, parts = whole_and_parts(engine, question)
+    assert whole.kind == "near-miss" and parts.kind == "fact" and parts.unstated == []
+    assert "2.6x" in parts.parts[0][0].text
     # An ellipsis asks in the previous question's terms: its parts are not asked alone.
     whole, parts = whole_and_parts(engine, "and decoding? and what about memory?",
                                    [{"role": "user", "content": "how much faster is LServe prefilling?"}])
