@@ -17,27 +17,36 @@ from .tuning import LANGUAGE_MIN_WORDS
 
 # Function words of the languages users wrote in (dev split: de, fr, es, pt, it; English for
 # contrast). A question is in the language whose words it uses most, English unless another has
-# at least two and more than English.
+# at least two and more than English. Words are compared without accents: chat users type
+# "cuanto", "mas", "piu" (session 16: "de", "ont", "welchen", "wurde", "in" for Italian were added
+# for the six of 311 other-language questions of dev and the retired splits read as English).
 _FUNCTION_WORDS = {
     "en": "the what which how is are does do did of and for with that this in on to a an by much many there any",
-    "de": "der die das und ist sind wie viel viele wieviel wieviele welche welcher welches ein eine einen nicht "
-          "mit für auf was gibt es im vom zum bei wird werden durch über hat haben kann man mehr als andere den "
-          "dem des zu gegenüber schneller weniger",
-    "fr": "le la les des est sont quel quelle quels quelles combien une un pour avec dans qui que sur du au "
-          "aux il elle ce cette ces par fait y a-t-il est-ce comment en et ou plus",
-    "es": "el la los las es son qué cuál cuáles cuánto cuánta cuántos cuántas una un para con por del que hay "
+    "de": "der die das und ist sind wie viel viele wieviel wieviele welche welcher welches welchen welchem ein eine "
+          "einen nicht mit für auf was gibt es im vom zum bei wird werden wurde wurden durch über hat haben kann man "
+          "mehr als andere den dem des zu gegenüber schneller weniger",
+    "fr": "le la les de des est sont quel quelle quels quelles combien une un pour avec dans qui que sur du au "
+          "aux il elle ils ce cette ces par fait ont y a-t-il est-ce comment en et ou plus",
+    "es": "el la los las de es son qué cuál cuáles cuánto cuánta cuántos cuántas una un para con por del que hay "
           "sobre cómo se al su sus este esta en y o más",
-    "pt": "o a os as é são qual quais quanto quanta quantos quantas uma um para com por do da dos das que há "
+    "pt": "o a os as de é são qual quais quanto quanta quantos quantas uma um para com por do da dos das que há "
           "sobre como em no na nos nas seu sua este esta mais e ou",
     "it": "il lo gli le è sono quale quali quanto quanti quanta quante una un per con che del della sul sulla come "
-          "di nel nella nei negli delle degli dei alla dal dalla cosa ha hanno ci si non più ed",
+          "di in nel nella nei negli delle degli dei alla dal dalla cosa ha hanno ci si non più ed",
 }
-_WORDS = {lang: set(words.split()) for lang, words in _FUNCTION_WORDS.items()}
+
+
+def _plain(word: str) -> str:
+    """A word in lower case without its accents ("Cuántas" -> "cuantas")."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word.casefold()) if not unicodedata.combining(c))
+
+
+_WORDS = {lang: {_plain(w) for w in words.split()} for lang, words in _FUNCTION_WORDS.items()}
 
 
 def function_word(word: str) -> bool:
     """Whether a word is a function word of one of the languages :func:`language` knows ("plus", "que")."""
-    return any(word.casefold() in words for words in _WORDS.values())
+    return any(_plain(word) in words for words in _WORDS.values())
 
 
 def language(text: str) -> str:
@@ -62,7 +71,7 @@ def language(text: str) -> str:
     if sum(not n.startswith("LATIN") for n in names) / len(letters) > 0.5:
         return "other"
     # "Di et al." cites authors; it is not Italian.
-    words = re.findall(r"[\w'-]+", re.sub(r"\bet al\b\.?", " ", text.casefold()))
+    words = [_plain(w) for w in re.findall(r"[\w'-]+", re.sub(r"\bet al\b\.?", " ", text.casefold()))]
     counts = {lang: sum(w in vocab for w in words) for lang, vocab in _WORDS.items()}
     best = max((lang for lang in counts if lang != "en"), key=counts.__getitem__)
     return best if counts[best] >= LANGUAGE_MIN_WORDS and counts[best] > counts["en"] else "en"

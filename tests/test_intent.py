@@ -17,6 +17,12 @@ from rag.intent import intent, language
     ("Qual é o ganho do Sarathi-Serve no Falcon-180B?", "pt"),
     ("Di quanto PreTTR riduce la latenza nel ranking di documenti web?", "it"),
     ("Di et al. results on llama 7b?", "en"),  # authors, not Italian
+    # Typed without accents, or short: still not English.
+    ("cuanto reduce fast forward los flops??", "es"),
+    ("Combien de paires image-texte ont servi à entraîner FLIP ?", "fr"),
+    ("Auf welchen GPUs wurde CacheBlend evaluiert?", "de"),
+    ("In NormFormer quanto costano in parametri le normalizzazioni aggiuntive?", "it"),
+    ("what speedup in prefill does lserve get in the paper?", "en"),
     ("mllm-NPU 的预填充速度是多少？", "zh"),
     ("mllm-NPUのプリフィル速度はどれくらいですか？", "ja"),
 ])
