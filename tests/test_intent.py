@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.intent import intent, language
+from rag.intent import intent, language, spell_out
 
 
 @pytest.mark.parametrize(("question", "lang"), [
@@ -121,3 +121,14 @@ def test_the_parts_that_ask(question, parts):
     from rag.intent import asking_clauses
 
     assert asking_clauses(question) == (parts or [question])
+
+
+@pytest.mark.parametrize(("question", "spelt"), [
+    ("distserve: more reqs vs sota?", "distserve: more requests vs state of the art?"),
+    ("zipvl gpu mem savings w/ 4bit?", "zipvl gpu memory savings with 4bit?"),
+    ("tbh how fast is lserve rn pls?", "how fast is lserve ?"),  # chat filler says nothing asked
+    ("can u compare U-Net and Flat-Quant", "can you compare U-Net and Flat-Quant"),  # not inside a name
+    ("How fast is LServe?", "How fast is LServe?"),
+])
+def test_shorthand_is_spelt_out(question, spelt):
+    assert spell_out(question) == spelt
