@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 # A question of its own starts with a question word; a fragment ("decoding?") does not.
 _QUESTION_WORD = re.compile(r"^\W*(what|which|how|why|who|whose|where|when|is|are|does|do|did|can|could|any|"
                             r"tell|explain|describe|list|show|give)\b", re.I)
+# What opens a fragment before its question word, if it has one: "and", "what about" ...
+_OPENER = re.compile(r"^\W*(?:(?:and|also|so|but|then|ok)\b\W*)*(?:(?:what|how)\s+about\b)?", re.I)
 # A question that opens like this continues the conversation ("and for decoding?", "what about
 # memory?"); chosen on the dev split's follow-ups, with REFERS_BACK below.
 _CONTINUES = re.compile(r"^\W*(and|also|so|but|then|ok|what about|how about|same|vs\.?|versus|compared)\b", re.I)
@@ -202,7 +204,10 @@ class FollowUps:
                 _CONTINUES.search(question) or REFERS_BACK.search(question) or short):
             hits = previous.subject + [h for h in hits if h.paper_id not in ids]
             elliptic = len(focus) <= ELLIPSIS_TERMS and not REFERS_BACK.search(question)
-            wants = previous.wants if wanted.wants == "other" and elliptic else wanted.wants
+            # A fragment with no question word of its own ("and for masked LMs on GLUE?", "what about
+            # zero-shot QA?") cannot ask another kind of thing than the question it continues.
+            fragment = not _QUESTION_WORD.search(_OPENER.sub("", question))
+            wants = previous.wants if wanted.wants == "other" and (elliptic or fragment) else wanted.wants
             # An ellipsis with a word of its own ("storage?", "and for decoding?") asks about that,
             # in the previous question's kind (a figure); one that only names something ("on
             # llama-70b?", "and jrt-rnn?") asks the previous question again about it.

@@ -461,6 +461,17 @@ def test_follow_ups_keep_the_conversations_paper(make_engine):
     assert answer.sources[0].title.startswith("TurboRAG")
 
 
+def test_a_fragment_asks_the_kind_of_thing_the_question_before_it_asked(make_engine):
+    engine = make_engine()
+    previous = engine.followups.turn("how much does NormFormer improve perplexity?", None)
+    assert previous.wants == "figure"
+    # No question word of its own, however many words: a figure, as before.
+    for fragment in ("and for masked language modeling on GLUE?", "what about zero-shot question answering?"):
+        assert engine.followups.turn(fragment, previous).wants == "figure", fragment
+    # A question word of its own says what it asks.
+    assert engine.followups.turn("and does it beat full fine-tuning?", previous).wants == "other"
+
+
 def test_instructions_planted_in_an_abstract_never_reach_the_model(make_engine, tmp_path):
     import json
 
