@@ -435,6 +435,23 @@ def test_any_papers_on_gets_a_quoted_list_without_the_model(make_engine):
     assert any("Speculative" in c.title or "Draft" in c.title for c in answer.citations)
 
 
+def test_a_list_names_after_its_first_paper_only_papers_both_retrievers_found(make_engine):
+    from dataclasses import replace as copy
+
+    engine = make_engine()
+    question = "any papers on speculative decoding with draft models?"
+    hits = engine.retriever.retrieve(question, 8)
+    written = engine.planner.written.list_papers(hits, question)
+    assert written is not None
+    listed = {c.title for c in written[1]}
+    assert len(listed) >= 2 and hits[0].title in listed
+    second = next(h for h in hits[1:] if h.title in listed)
+    # The same papers, with the second found by its meaning alone: it is not listed any more.
+    alone = [copy(h, bm25_rank=None) if h is second else h for h in hits]
+    written = engine.planner.written.list_papers(alone, question)
+    assert written is not None and second.title not in {c.title for c in written[1]}
+
+
 def test_a_comparison_gets_one_quoted_row_per_named_paper(make_engine):
     engine = make_engine()
     answer = engine.ask("cacheblend vs turborag, which cuts TTFT more?")
