@@ -284,14 +284,6 @@ def holds_asked(asked: frozenset[str], sentence: str, wants: str = "other") -> b
     return any(_stem_in(t, asked) for text in texts for t in content_terms(text))
 
 
-def states_part(part: str, wants: str, sentence: str, subject: str = "") -> bool:
-    """Whether a sentence holds every word a part of a question asks with (not the ``subject``'s
-    names; stems that extend each other match) and, when it asks a figure, a figure."""
-    focus = focus_terms(part, subject, wants=wants)
-    terms = content_terms(sentence)
-    return bool(focus) and all(_stem_in(t, terms) for t in focus) and (wants != "figure" or bool(figures(sentence)))
-
-
 def coverage(focus: frozenset[str], sentence: str, weights: TermWeights | None) -> float:
     """Share of the focus terms a sentence holds, weighted by rarity (1.0 when there is no focus)."""
     return support(focus, sentence, weights) if focus else 1.0

@@ -18,8 +18,9 @@ from .tuning import LANGUAGE_MIN_WORDS
 # Function words of the languages users wrote in (dev split: de, fr, es, pt, it; English for
 # contrast). A question is in the language whose words it uses most, English unless another has
 # at least two and more than English. Words are compared without accents: chat users type
-# "cuanto", "mas", "piu" (session 16: "de", "ont", "welchen", "wurde", "in" for Italian were added
-# for the six of 311 other-language questions of dev and the retired splits read as English).
+# "cuanto", "mas", "piu" (session 16: "de", "ont", "ils", "welchen", "wurde" were added for the
+# other-language questions of dev and the retired splits read as English). Not "in": Italian and
+# English share it, and "tokens per second in X?" would read as Italian ("per" is Italian too).
 _FUNCTION_WORDS = {
     "en": "the what which how is are does do did of and for with that this in on to a an by much many there any",
     "de": "der die das und ist sind wie viel viele wieviel wieviele welche welcher welches welchen welchem ein eine "
@@ -32,13 +33,17 @@ _FUNCTION_WORDS = {
     "pt": "o a os as de é são qual quais quanto quanta quantos quantas uma um para com por do da dos das que há "
           "sobre como em no na nos nas seu sua este esta mais e ou",
     "it": "il lo gli le è sono quale quali quanto quanti quanta quante una un per con che del della sul sulla come "
-          "di in nel nella nei negli delle degli dei alla dal dalla cosa ha hanno ci si non più ed",
+          "di nel nella nei negli delle degli dei alla dal dalla cosa ha hanno ci si non più ed",
 }
 
 
 def _plain(word: str) -> str:
-    """A word in lower case without its accents ("Cuántas" -> "cuantas")."""
-    return "".join(c for c in unicodedata.normalize("NFKD", word.casefold()) if not unicodedata.combining(c))
+    """A word in lower case without its accents ("Cuántas" -> "cuantas"); a one-letter word keeps
+    them (Italian "è" is not the "e" of "e.g.")."""
+    word = word.casefold()
+    if len(word) < 2:
+        return word
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
 
 
 _WORDS = {lang: {_plain(w) for w in words.split()} for lang, words in _FUNCTION_WORDS.items()}
@@ -225,19 +230,29 @@ SHORTHAND = {"mem": "memory", "acc": "accuracy", "perf": "performance", "param":
              "tput": "throughput", "ctx": "context", "seq": "sequence", "attn": "attention", "quant": "quantization",
              "approx": "approximately", "w/": "with", "w/o": "without", "b/w": "bandwidth", "impl": "implementation",
              "req": "request", "reqs": "requests", "sota": "state of the art", "iter": "iteration",
-             "iters": "iterations", "algo": "algorithm", "algos": "algorithms", "whats": "what is", "hows": "how is",
+             "iters": "iterations", "algo": "algorithm", "algos": "algorithms", "whats": "what's", "hows": "how's",
              "end2end": "end-to-end", "e2e": "end-to-end", "avg": "average", "lvl": "level", "eval": "evaluation",
              "evals": "evaluations", "u": "you", "ur": "your"}
 # Chat filler says nothing about what is asked, and a word no abstract uses would count against
-# every sentence: dropped.
-SHORTHAND |= dict.fromkeys(("pls", "plz", "please", "thx", "thanks", "lol", "tbh", "idk", "btw", "imo", "imho", "iirc",
-                            "afaik", "tho", "kinda", "sorta", "rn"), "")
+# every sentence: dropped when typed in lower case ("IMO" may be a name).
+FILLER = frozenset(("pls", "plz", "please", "thx", "thanks", "lol", "tbh", "btw", "imo", "imho", "iirc", "afaik", "tho",
+                    "kinda", "sorta", "rn"))
+SHORTHAND |= dict.fromkeys(FILLER, "")
+# Shorthand that is only shorthand in lower case: "U" and "IMO" may be names.
+_LOWER_ONLY = FILLER | {"u", "ur"}
 
 
 def spell_out(question: str) -> str:
     """The question with common shorthand written out ("zipvl gpu mem savings" -> "... memory ...")."""
-    # Not inside a name ("U-Net"), and "u" only in lower case.
-    spelt = re.sub(r"(?<![\w/-])(" + "|".join(re.escape(k) for k in SHORTHAND) + r")(?![\w/-])",
-                   lambda m: m.group(1) if m.group(1) in ("U", "Ur", "UR") else SHORTHAND[m.group(1).casefold()],
-                   question, flags=re.I)
-    return re.sub(r"  +", " ", spelt).strip() if spelt != question else question
+    def spelt(m: re.Match[str]) -> str:
+        word = m.group(1)
+        return word if word.casefold() in _LOWER_ONLY and not word.islower() else SHORTHAND[word.casefold()]
+
+    # Not inside a name ("U-Net").
+    out = re.sub(r"(?<![\w/-])(" + "|".join(re.escape(k) for k in SHORTHAND) + r")(?![\w/-])", spelt, question,
+                 flags=re.I)
+    if out == question:
+        return question
+    out = re.sub(r"^[\s!.,;:]+", "", re.sub(r"  +", " ", out)).strip()
+    # A message of filler only ("thanks!") asks nothing: kept as typed.
+    return out if re.search(r"\w", out) else question

@@ -167,8 +167,7 @@ class Planner:
         terms, which its parts alone do not hold. A part with no word of its own ("by how much?") is
         not asked alone. A part keeps the whole question's settings ("on mistral 7b? what's the
         saving there?"); one those do not fit is answered in its own terms, unless it points back at
-        them ("there"). A part is not said to be unstated when a sentence of the answer holds every
-        word it asks with."""
+        them ("there")."""
         if turn.followup:
             if not REFERS_BACK.search(turn.question) or turn.focus_question != turn.question:
                 return None
@@ -179,7 +178,7 @@ class Planner:
             return None
         named = sum(h.named for h in turn.subject)
         answered: list[Plan] = []
-        unstated: list[tuple[str, str]] = []  # (part, what it wants)
+        unstated: list[str] = []
         for clause in clauses:
             wants = intent(clause, named).wants
             if not grounding.focus_terms(clause, wants=wants):
@@ -192,23 +191,19 @@ class Planner:
             elif not _POINTS_BACK.search(clause) and (own := self.plan(english, part, lang, clause)).kind == "fact":
                 answered.append(own)
             else:
-                unstated.append((clause, wants))
+                unstated.append(clause)
         if not answered:
             return None
         answering = _distinct([pair for plan in answered for pair in plan.answering])
-        # A part the per-part checks miss may still be stated by a sentence the answer quotes
-        # ("... by 2.6x for Mistral-7B and up to 6.9x for Falcon-180B" answers both parts).
-        own_words = " ".join(n for h in turn.subject for n in self.retriever.own_names(h))
-        missing = [clause for clause, wants in unstated
-                   if not any(grounding.states_part(clause, wants, sc.text, own_words) for sc, _ in answering)]
         parts = _distinct([plan.answering[0] for plan in answered])
-        return Plan("fact", answered[0].ranked, answering, answered[0].candidates, unstated=missing, parts=parts)
+        return Plan("fact", answered[0].ranked, answering, answered[0].candidates, unstated=unstated, parts=parts)
 
 
-# A part that points back at a setting named elsewhere in the question: "there", "then", "the same",
-# "that model". English grammar, chosen on no question set.
-_POINTS_BACK = re.compile(r"\b(?:there|then|same)\b|\b(?:that|those|these|this)\s+(?:setting|model|size|length|case|"
-                          r"benchmark|dataset|task|gpu|hardware|config\w*)s?\b", re.I)
+# A part that points back at a setting named elsewhere in the question: "there" (not "is there ...",
+# "there are ..."), "that model", "the same setting". English grammar, chosen on no question set.
+_POINTS_BACK = re.compile(r"(?<!\bis )(?<!\bare )(?<!\bwas )(?<!\bwere )\bthere\b(?!\s+(?:is|are|was|were)\b)|"
+                          r"\b(?:that|those|these|this|the same)\s+(?:setting|model|size|length|case|benchmark|dataset|"
+                          r"task|gpu|hardware|config\w*)s?\b", re.I)
 
 
 def _distinct(pairs: list[tuple[Scored, Hit]]) -> list[tuple[Scored, Hit]]:

@@ -21,8 +21,12 @@ from rag.intent import intent, language, spell_out
     ("cuanto reduce fast forward los flops??", "es"),
     ("Combien de paires image-texte ont servi à entraîner FLIP ?", "fr"),
     ("Auf welchen GPUs wurde CacheBlend evaluiert?", "de"),
-    ("In NormFormer quanto costano in parametri le normalizzazioni aggiuntive?", "it"),
+    ("quanto è più veloce FastFit in inferenza rispetto a SetFit?", "it"),
+    # English, with words other languages share ("in", "per", "e", "le").
     ("what speedup in prefill does lserve get in the paper?", "en"),
+    ("tokens per second in mllm-NPU?", "en"),
+    ("e.g. speedup in prefill?", "en"),
+    ("Le et al. speedup in prefill", "en"),
     ("mllm-NPU 的预填充速度是多少？", "zh"),
     ("mllm-NPUのプリフィル速度はどれくらいですか？", "ja"),
 ])
@@ -129,6 +133,9 @@ def test_the_parts_that_ask(question, parts):
     ("tbh how fast is lserve rn pls?", "how fast is lserve ?"),  # chat filler says nothing asked
     ("can u compare U-Net and Flat-Quant", "can you compare U-Net and Flat-Quant"),  # not inside a name
     ("How fast is LServe?", "How fast is LServe?"),
+    ("IMO results?", "IMO results?"),  # filler only in lower case
+    ("thanks!", "thanks!"),  # nothing but filler: as typed
+    ("thx! whats the avg speedup", "what's the average speedup"),
 ])
 def test_shorthand_is_spelt_out(question, spelt):
     assert spell_out(question) == spelt
