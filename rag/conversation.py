@@ -24,11 +24,13 @@ log = logging.getLogger(__name__)
 # A question of its own starts with a question word; a fragment ("decoding?") does not.
 _QUESTION_WORD = re.compile(r"^\W*(what|which|how|why|who|whose|where|when|is|are|does|do|did|can|could|any|"
                             r"tell|explain|describe|list|show|give)\b", re.I)
+# Words that lead into a question that goes on from the previous one ("and ...", "ok so ...").
+_LEADS = r"and|also|so|but|then|ok"
 # What opens a fragment before its question word, if it has one: "and", "what about" ...
-_OPENER = re.compile(r"^\W*(?:(?:and|also|so|but|then|ok)\b\W*)*(?:(?:what|how)\s+about\b)?", re.I)
+_OPENER = re.compile(rf"^\W*(?:(?:{_LEADS})\b\W*)*(?:(?:what|how)\s+about\b)?", re.I)
 # A question that opens like this continues the conversation ("and for decoding?", "what about
 # memory?"); chosen on the dev split's follow-ups, with REFERS_BACK below.
-_CONTINUES = re.compile(r"^\W*(and|also|so|but|then|ok|what about|how about|same|vs\.?|versus|compared)\b", re.I)
+_CONTINUES = re.compile(rf"^\W*({_LEADS}|what about|how about|same|vs\.?|versus|compared)\b", re.I)
 # "what is pruning?", "what are draft models?": a question for what a thing is, not a detail of
 # the conversation's paper ("what is the batch size?", "what is its speedup?").
 _DEFINES = re.compile(r"^\W*(?:what|who)(?:'s|\s+(?:is|are))\s+(?!(?:the|its?|their|this|that|they)\b)", re.I)

@@ -240,6 +240,8 @@ FILLER = frozenset(("pls", "plz", "please", "thx", "thanks", "lol", "tbh", "btw"
 SHORTHAND |= dict.fromkeys(FILLER, "")
 # Shorthand that is only shorthand in lower case: "U" and "IMO" may be names.
 _LOWER_ONLY = FILLER | {"u", "ur"}
+# Not inside a name ("U-Net").
+_SHORTHAND = re.compile(r"(?<![\w/-])(" + "|".join(re.escape(k) for k in SHORTHAND) + r")(?![\w/-])", re.I)
 
 
 def spell_out(question: str) -> str:
@@ -248,9 +250,7 @@ def spell_out(question: str) -> str:
         word = m.group(1)
         return word if word.casefold() in _LOWER_ONLY and not word.islower() else SHORTHAND[word.casefold()]
 
-    # Not inside a name ("U-Net").
-    out = re.sub(r"(?<![\w/-])(" + "|".join(re.escape(k) for k in SHORTHAND) + r")(?![\w/-])", spelt, question,
-                 flags=re.I)
+    out = _SHORTHAND.sub(spelt, question)
     if out == question:
         return question
     out = re.sub(r"^[\s!.,;:]+", "", re.sub(r"  +", " ", out)).strip()
