@@ -6,7 +6,8 @@
     paperchat eval --chat --split fresh6   # a later frozen split (session 13): aggregates only
     paperchat eval --chat --split fresh7   # another (session 14): aggregates only
     paperchat eval --chat --split fresh8   # another (session 15): aggregates only
-    paperchat eval --chat --split fresh9   # the latest (session 16): aggregates only
+    paperchat eval --chat --split fresh9   # another (session 16): aggregates only
+    paperchat eval --chat --split fresh10  # the latest (session 17): aggregates only
     paperchat eval --chat --split fresh3   # a retired one (fresh .. fresh5): per question, like dev
 
 `eval/questions-chat.jsonl` was written by helpers who saw the abstracts but not the engine's code
@@ -69,6 +70,12 @@ Session 16 too: two helpers (a skeptical senior researcher dictating on a phone,
 run-on sentences; a hobbyist running local models who half-remembers paper names and writes "u", "tbh", "rn")
 wrote the "fresh9" split (150 questions, I-* and AA-*, all nine styles), and a third (a science journalist
 asking in plain words, often two things at once) wrote 75 dev questions (AB-*, all nine styles).
+
+Session 17 too: two helpers (a PhD student typing terse search-engine keyword queries with small grammar
+mistakes and fragment follow-ups; an ML engineer choosing what to deploy, asking practical questions that name
+industry systems and changing one condition in a follow-up) wrote the "fresh10" split (150 questions, AC-* and
+AD-*, all nine styles), and a third (a lecturer preparing a lecture, asking for overviews in textbook words)
+wrote 75 dev questions (AE-*, all nine styles).
 """
 
 from __future__ import annotations
@@ -93,9 +100,10 @@ CHAT_QUESTIONS = HERE / "questions-chat.jsonl"
 STYLES = ("casual", "described", "list", "compare", "followup-pronoun", "followup-ellipsis", "non-english",
           "near-miss", "absent")
 UNANSWERABLE_STYLES = {"near-miss", "absent"}
-SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9")
+SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9",
+          "fresh10")
 #: Splits reported as aggregates only: nothing is chosen on them.
-FROZEN = ("test", "fresh6", "fresh7", "fresh8", "fresh9")
+FROZEN = ("test", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10")
 #: Splits that were frozen until session 13 and are used for choosing, as dev is, from session 14: a rule
 #: is priced on 1,467 questions from many writers instead of the 715 dev rows that earlier rules were
 #: fitted to. Their results up to session 13 (eval/CHANGELOG.md) were measured while they were frozen.
