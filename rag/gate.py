@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 
 from .citations import support
+from .lexicon import Lexicon
 from .retrieve import Hit, HybridRetriever
 from .settings import Settings
-from .text import content_terms, mentions, name_forms, question_names, squash, word_grams
+from .text import content_terms, mentions, name_forms, name_slots, question_names, squash, word_grams
 from .tuning import GATE_SHARED_TERMS, GATE_SUPPORT, LONG_NAME, UNKNOWN_NAME_MIN
 
 
@@ -19,6 +20,13 @@ class RelevanceGate:
     def __init__(self, settings: Settings, retriever: HybridRetriever) -> None:
         self.settings = settings
         self.retriever = retriever
+        self._lexicon: Lexicon | None = None
+
+    def lexicon(self) -> Lexicon:
+        """The words that are no names, built on first use (the collection's words are the index's)."""
+        if self._lexicon is None or self._lexicon.index is not self.retriever.keyword_index():
+            self._lexicon = Lexicon(self.retriever.keyword_index())
+        return self._lexicon
 
     def relevant(self, question: str, hits: list[Hit], strict_names: bool = True) -> bool:
         """Whether retrieval found anything worth answering from. ``strict_names`` False (a
@@ -41,11 +49,15 @@ class RelevanceGate:
                 return True
         return False
 
-    @staticmethod
-    def unknown_name(question: str, hits: list[Hit], strict_names: bool = True) -> bool:
+    def unknown_name(self, question: str, hits: list[Hit], strict_names: bool = True) -> bool:
         """Whether the question uses a name (of UNKNOWN_NAME_MIN or more letters: a user's own short
-        acronym, "ODE", may be spelt out in the abstract) that none of ``hits`` mentions."""
-        names = question_names(question) if strict_names else name_forms(question)
+        acronym, "ODE", may be spelt out in the abstract) that none of ``hits`` mentions. In English,
+        a word where a name goes that is no word ("how many heads does medusa use?") is a name too."""
+        if strict_names:
+            lexicon = self.lexicon()
+            names = question_names(question) + [w for w in name_slots(question) if not lexicon.is_word(w)]
+        else:
+            names = name_forms(question)
         names = [n for n in names if len(squash(n)) >= UNKNOWN_NAME_MIN]
         # A piece of a longer name the question uses ("Qwen2" of "Qwen2.5-1M") is that name.
         names = [n for n in names if not any(squash(n) in squash(m) != squash(n) for m in names)]

@@ -289,8 +289,6 @@ class KeywordIndex:
         vocab = self.bm25.vocab_dict
         if len(vocab) > MAX_CORRECTION_VOCAB:
             return list(terms)
-        if self._words is None:
-            self._words = [w for w in vocab if w.isalpha() and len(w) >= 4]
         out = []
         for t in terms:
             # Comparatives are folded on purpose (see content_terms): "cheap" is no typo of "cheaper".
@@ -299,11 +297,26 @@ class KeywordIndex:
                 if fixed is None:
                     if len(self._corrections) > 100_000:
                         self._corrections.clear()
-                    close = get_close_matches(t, self._words, n=1, cutoff=SPELLING_CUTOFF)
+                    close = get_close_matches(t, self._spellings(), n=1, cutoff=SPELLING_CUTOFF)
                     fixed = self._corrections[t] = close[0] if close else t
                 t = fixed
             out.append(t)
         return out
+
+    def _spellings(self) -> list[str]:
+        if self._words is None:
+            self._words = [w for w in self.bm25.vocab_dict if w.isalpha() and len(w) >= 4]
+        return self._words
+
+    def near_spelling(self, term: str, cutoff: float) -> bool:
+        """Whether a stemmed term is a vocabulary term or within difflib ratio ``cutoff`` of one
+        (False above MAX_CORRECTION_VOCAB terms, as :meth:`correct_terms` does not correct there)."""
+        from difflib import get_close_matches
+
+        if term in self.bm25.vocab_dict:
+            return True
+        return len(self.bm25.vocab_dict) <= MAX_CORRECTION_VOCAB and \
+            bool(get_close_matches(term, self._spellings(), n=1, cutoff=cutoff))
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """(chunk id, score) of the best ``k`` chunks with a positive score."""

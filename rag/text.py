@@ -207,6 +207,22 @@ def question_names(question: str) -> list[str]:
     return list(dict.fromkeys(name_forms(question) + PROPER.findall(question) + heads))
 
 
+_WORD = r"[A-Za-z][\w.]*(?:-[\w.]+)*"
+# The places a question puts a name, whatever its case: its first word when capitalised, a
+# possessive ("mooncake's"), the subject of does/did/do ("does medusa use"), each side of "vs".
+_SLOTS = (re.compile(r"(?:^|[.?!]\s+)\W*([A-Z][\w.]*(?:-[\w.]+)*)"),
+          re.compile(rf"(?<![\w-])({_WORD})['’]s\b"),
+          re.compile(rf"\b(?:does|did|do)\s+({_WORD})\s+(?!of\b)[a-z]"),
+          re.compile(rf"(?<![\w-])({_WORD})\s+(?:vs\.?|versus)\s"),
+          re.compile(rf"\s(?:vs\.?|versus)\s+({_WORD})"))
+
+
+def name_slots(question: str) -> list[str]:
+    """The words of ``question`` in the places a name goes, typed in any case: whether one is a name
+    or an ordinary word is for the caller to decide (:class:`rag.lexicon.Lexicon`)."""
+    return list(dict.fromkeys(m.group(1).rstrip(".") for slot in _SLOTS for m in slot.finditer(question)))
+
+
 def word_grams(text: str) -> set[str]:
     """A text's squashed words, their hyphen parts and adjacent word pairs: the ``names`` side of
     :func:`mentions` when the question is whether a text mentions a name."""

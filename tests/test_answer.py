@@ -656,6 +656,20 @@ def test_a_translated_name_joined_to_a_word_of_the_language_counts_by_its_name(m
     assert engine.gate.unknown_name("Is GPT-7 better than LoRA?", hits, False)  # "GPT-7" is all name
 
 
+def test_a_word_where_a_name_goes_is_a_name_when_it_is_no_word(make_engine):
+    engine = make_engine()
+    hits = engine.retrieve("how many decoding heads does medusa use?")
+    assert engine.gate.unknown_name("how many decoding heads does medusa use?", hits)
+    assert engine.gate.unknown_name("what speedup does mooncake's scheduler give?", hits)
+    # An ordinary word there, typed wrong or inflected, is no name; nor is the collection's own word.
+    lexicon = engine.gate.lexicon()
+    assert all(lexicon.is_word(w) for w in ("savngs", "duplicating", "tweak", "transfomer-lite", "llms"))
+    assert not any(lexicon.is_word(w) for w in ("medusa", "mooncake", "tensorrt-llm"))
+    assert not engine.gate.unknown_name("what speedup does it give?", hits)
+    # Only an English question's slots: a translation's first word is the model's.
+    assert not engine.gate.unknown_name("Mooncake speedup?", hits, False)
+
+
 def test_a_named_papers_own_digits_are_neither_an_unknown_name_nor_the_asked_figure(make_engine):
     # "Qwen2" is a piece of "Qwen2.5-1M", and the name's "1" is not a figure the question already
     # holds: "extend the context length to 1 million tokens" answers.

@@ -101,6 +101,17 @@ def test_the_words_before_a_leading_colon_name_the_subject():
     assert question_names("quick question: how fast is cacheblend?") == []  # ordinary words
 
 
+def test_a_name_slot_is_where_a_question_puts_a_name_in_any_case():
+    from rag.text import name_slots
+
+    assert name_slots("how many decoding heads does medusa use?") == ["medusa"]
+    assert name_slots("how does mooncake's kvcache-centric arch do?") == ["mooncake"]
+    assert name_slots("Mooncake architecture: how much more throughput?") == ["Mooncake"]
+    assert name_slots("tensorrt-llm vs. vllm on h100?") == ["tensorrt-llm", "vllm"]
+    # Lower case elsewhere is no slot; "does it", "does the" are the caller's to drop as words.
+    assert name_slots("how much energy savngs on a phone?") == []
+
+
 def test_an_acronym_the_abstract_defines_reads_as_its_long_form():
     from rag.text import acronyms, spell_acronyms
 

@@ -1,0 +1,54 @@
+"""Which words are words: a lower-case "medusa" or "mooncake" in a question may be a system's
+name, but "savngs", "duplicating" or "tweak" is an ordinary word, typed or inflected. The relevance
+gate asks this of the words a question puts where a name goes (:func:`rag.text.name_slots`)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from difflib import get_close_matches
+
+from .embedding import TOKENIZER_PATH
+from .retrieve import KeywordIndex
+from .text import tokenize
+from .tuning import WORD_CUTOFF
+
+# Endings an English word takes, with what its stem may need back ("duplicat|ing" + "e").
+_INFLECTIONS = (("s", ""), ("es", ""), ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("ly", ""), ("er", ""))
+
+
+@functools.lru_cache(maxsize=1)
+def dictionary() -> tuple[str, ...]:
+    """The whole words (four letters or more) of the embedding model's tokenizer: about 20,000
+    English words and common names, shipped with the project, so no word list is downloaded."""
+    vocab = json.loads(TOKENIZER_PATH.read_text(encoding="utf-8"))["model"]["vocab"]
+    return tuple(sorted(w for w in vocab if w.isalpha() and len(w) >= 4))
+
+
+class Lexicon:
+    """The dictionary above and the collection's own words (``index``)."""
+
+    def __init__(self, index: KeywordIndex) -> None:
+        self.index = index
+        self.words = dictionary()
+        self._known = frozenset(self.words)
+
+    def is_word(self, word: str) -> bool:
+        """Whether ``word`` is a word rather than a name: one the collection uses, a dictionary word
+        or its inflection, or a near spelling of either ("savngs", "memroy"). Each part of a
+        hyphenated or underscored word counts alone ("transfomer-lite")."""
+        if self.index.known(word):
+            return True
+        return all(self._part_is_word(part) for part in re.split(r"[-_]", word.lower()) if part)
+
+    def _part_is_word(self, part: str) -> bool:
+        if len(part) < 4 or not part.isalpha() or part in self._known:
+            return True  # too short to tell, or it has digits: other checks read those as names
+        stems = [part[:-len(end)] + back for end, back in _INFLECTIONS if part.endswith(end)]
+        if any(stem in self._known or self.index.known(stem) for stem in stems):
+            return True  # "duplicating", "llms"
+        if get_close_matches(part, self.words, n=1, cutoff=WORD_CUTOFF):
+            return True
+        # The collection's words are held as stems: a near spelling of one is compared stem to stem.
+        return any(self.index.near_spelling(t, WORD_CUTOFF) for t in tokenize([part])[0])
