@@ -218,8 +218,10 @@ class FollowUps:
                 else previous.focus_question
             # So does a setting after a preposition ("and on weatherbench?" after "... MSE on Moving
             # MNIST?"): the previous question's last such phrase, up to the next preposition or
-            # punctuation. Grammar, added in session 12 for a dev follow-up.
-            if _SLOT.match(question):
+            # punctuation. Grammar, added in session 12 for a dev follow-up; from session 17 also
+            # for a fragment that only names something ("what about TaxiBJ?", "weatherbench?").
+            # Dev and the retired splits (1,692, model-free planner): answered +3, nothing lost.
+            if _SLOT.match(question) or elliptic and self._names_only(question):
                 phrases = list(_SETTING_PHRASE.finditer(earlier))
                 if phrases:
                     earlier = earlier[:phrases[-1].start()] + " " + earlier[phrases[-1].end():]
@@ -234,6 +236,11 @@ class FollowUps:
         clause = question if named or wanted.wants == "name" else asked_clause(question)
         aim = clause if grounding.focus_terms(clause, wants=wanted.wants) else question
         return Turn(question, subject, hits, False, aim, wanted.wants, wanted.kind)
+
+    def _names_only(self, question: str) -> bool:
+        """Whether a fragment names something and asks nothing of its own ("what about TaxiBJ?")."""
+        return bool(question_names(question) or rare_words(question, self.retriever.keyword_index())) \
+            and not self._own_aspect(question)
 
     def _own_aspect(self, question: str) -> bool:
         """Whether a fragment has a content word that is not a name: not a name by its form, nor

@@ -243,6 +243,11 @@ def test_an_ellipsis_is_held_to_its_own_setting_not_the_previous_questions(make_
     assert turn.followup and "TaxiBJ" not in turn.focus_question and "MSE" in turn.focus_question
     plan = engine.planner.plan(turn.question, turn)
     assert plan.kind == "fact" and "WeatherBench" in plan.answering[0][0].text
+    # So does a name alone ("what about weatherbench?"); a fragment that names nothing keeps the setting.
+    for fragment in ("what about weatherbench?", "weatherbench?"):
+        turn = engine.followups.turn(fragment, previous)
+        assert "TaxiBJ" not in turn.focus_question and "MSE" in turn.focus_question, fragment
+    assert "TaxiBJ" in engine.followups.turn("and the reduction?", previous).focus_question
 
 
 @pytest.mark.parametrize("question", ["", "   \n\t ", "\x00\x01"])
