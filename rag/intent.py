@@ -89,6 +89,11 @@ Wants = Literal["figure", "name", "other"]
 # ("How does CacheBlend reduce TTFT?").
 _EXPLAIN = re.compile(r"^\W*(how (does|do|did|is|are|can|could)|why|explain|describe|what (is|are|does|do)\b(?! the "
                       r"(speed|size|rate|ratio|number|amount|latency|throughput|accuracy)))", re.I)
+# "How does it compare with vLLM in numbers?" asks for figures, not for an explanation. The words
+# after "how much/many/fast" were added in session 17 for two dev follow-ups (O-038, AE-038);
+# dev and the retired splits (1,692, model-free planner): answered +2, abstained +1, nothing lost.
+_ASKS_NUMBERS = re.compile(r"\bhow (much|many|fast)\b|\b(in|any|the|with|give me|what are the) (numbers|figures)\b|"
+                           r"\bquantitative(ly)?\b", re.I)
 # Words that ask for a quantity (chosen on the exam-style set and the dev split's casual questions).
 _FIGURE = re.compile(
     r"\b(how (much|many|fast|large|big|long|small|far|often|well)|by what (factor|margin)|what (percentage|fraction|"
@@ -205,7 +210,7 @@ def intent(question: str, named_papers: int = 0) -> Intent:
         kind = "list"
     else:
         kind = "fact"
-    if _EXPLAIN.search(question) and not re.search(r"\bhow (much|many|fast)\b", question, re.I) \
+    if _EXPLAIN.search(question) and not _ASKS_NUMBERS.search(question) \
             and not _CALLED.search(question):
         wants: Wants = "other"
     elif (_WHICH.search(question) or _CALLED.search(question)

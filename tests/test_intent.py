@@ -37,6 +37,8 @@ def test_language_of_a_question(question, lang):
 @pytest.mark.parametrize(("question", "named", "kind", "wants"), [
     ("cacheblend ttft speedup?", 1, "fact", "figure"),
     ("How does CacheBlend reuse KV caches?", 1, "fact", "other"),
+    ("how does it compare with vLLM in numbers?", 0, "fact", "figure"),  # figures, not an explanation
+    ("How does BatchLLM compare with vLLM?", 1, "fact", "other"),
     ("How much energy does it save?", 0, "fact", "figure"),
     ("which system offloads prefill to a phone NPU?", 0, "fact", "name"),
     ("any papers on speculative decoding?", 0, "list", "other"),
