@@ -118,6 +118,8 @@ def test_the_clause_that_asks(question, clause):
      ["how much faster on web docs", "how much storage does it save?"]),
     ("how many extra ops does it add per layer, and what's the parameter overhead?",
      ["how many extra ops does it add per layer", "what's the parameter overhead?"]),
+    ("which hardware did they use, and by how much did it beat the state of the art?",
+     ["which hardware did they use", "by how much did it beat the state of the art?"]),
     # One thing asked: "and" between words, a relative clause, a later part that asks nothing.
     ("how much faster are prefill and decode?", None),
     ("how much does it cut time to first token, which matters for RAG?", None),
