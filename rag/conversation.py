@@ -118,6 +118,7 @@ class Translator:
         rare = [w for w in rare_words(question, self.retriever.keyword_index())
                 if not any(squash(w) in squash(n) for n in names)]
         kept = {n.casefold(): n for n in [*names, *rare]}
+        found = as_written(found, names)
         found = clean_text(" ".join([found, *(n for key, n in kept.items() if key not in found.casefold())]))
         with self._lock:
             self._translations[question] = found
@@ -129,6 +130,16 @@ class Translator:
         """The model's translation: its first line, unquoted."""
         out = self.generator.complete(translate_messages(question, as_question), max_tokens=80)
         return clean_text(out.splitlines()[0] if out else "").strip("\"' ")
+
+
+def as_written(translation: str, names: list[str]) -> str:
+    """``translation`` with each of ``names`` spelt as the user wrote it where the model changed only
+    its case: "SPEED" translated as "the speed framework" is no longer a name."""
+    for name in names:
+        if name not in translation:
+            translation = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", name.replace("\\", r"\\"), translation,
+                                 flags=re.I)
+    return translation
 
 
 # A question mark in any script.

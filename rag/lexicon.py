@@ -8,11 +8,14 @@ import functools
 import json
 import re
 from difflib import get_close_matches
+from typing import TYPE_CHECKING
 
 from .embedding import TOKENIZER_PATH
-from .retrieve import KeywordIndex
 from .text import tokenize
 from .tuning import WORD_CUTOFF
+
+if TYPE_CHECKING:  # the index imports the dictionary below
+    from .retrieve import KeywordIndex
 
 # Endings an English word takes, with what its stem may need back ("duplicat|ing" + "e").
 _INFLECTIONS = (("s", ""), ("es", ""), ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("ly", ""), ("er", ""))
@@ -22,8 +25,14 @@ _INFLECTIONS = (("s", ""), ("es", ""), ("ing", ""), ("ing", "e"), ("ed", ""), ("
 def dictionary() -> tuple[str, ...]:
     """The whole words (four letters or more) of the embedding model's tokenizer: about 20,000
     English words and common names, shipped with the project, so no word list is downloaded."""
+    return tuple(sorted(w for w in english() if len(w) >= 4))
+
+
+@functools.lru_cache(maxsize=1)
+def english() -> frozenset[str]:
+    """Every whole word of the embedding model's tokenizer (lower case)."""
     vocab = json.loads(TOKENIZER_PATH.read_text(encoding="utf-8"))["model"]["vocab"]
-    return tuple(sorted(w for w in vocab if w.isalpha() and len(w) >= 4))
+    return frozenset(w for w in vocab if w.isalpha())
 
 
 class Lexicon:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import threading
 from collections import Counter
@@ -26,9 +27,20 @@ from llama_index.core import VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from .corpus import stored_body
+from .lexicon import english
 from .settings import Settings
 from .store import Store
-from .text import COORDINATED, FOLDED, coordinated, mentions, own_names, squash, tokenize, used_as_word
+from .text import (
+    COORDINATED,
+    FOLDED,
+    capitalised_names,
+    coordinated,
+    mentions,
+    own_names,
+    squash,
+    tokenize,
+    used_as_word,
+)
 from .tuning import (
     COMMON_DF,
     MAX_CORRECTION_VOCAB,
@@ -449,10 +461,18 @@ class HybridRetriever:
             # "What kind of task ...?" does not name KIND (:func:`rag.text.used_as_word`).
             names = {h.paper_id: {squash(n) for n in self.own_names(h) if not used_as_word(n, query)}
                      for h in hits.values()}
+            # "SPEED" typed in capitals names the paper that introduces it, though "speed" is an
+            # ordinary word of the collection and of English ("LLM" or "GPU" are neither).
+
+            def word(name: str) -> bool:
+                return index.common(name) and name in english()
+
             # A name several candidates go by ("LLM", "KV") names none of them.
             counts = Counter(n for ns in names.values() for n in ns)
             named = [h for h in hits.values()
-                     if mentions(query, {n for n in names[h.paper_id] if counts[n] <= NAME_MAX_TITLES}, index.known)]
+                     if mentions(query, {n for n in names[h.paper_id] if counts[n] <= NAME_MAX_TITLES}, index.known)
+                     or any(re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", query)
+                            for n in capitalised_names(h.title, h.text, word))]
             for rank, hit in enumerate(sorted(named, key=lambda h: -h.score), 1):
                 hit.named = True
                 hit.score += s.title_weight / (s.rrf_k + rank)

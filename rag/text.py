@@ -146,6 +146,27 @@ def _head(title: str) -> set[str]:
 _INTRODUCES = r"\b(?:(?:propose|present|introduce|call|called|named|dubbed|develop|design)s?|our proposed)\s+"
 
 
+def _introduced(title: str, abstract: str) -> set[str]:
+    """The names an abstract introduces (see :func:`own_names`)."""
+    defined = {n for n in re.findall(_INTRODUCES + r"(?:a |an |the )?(?:\w+\s){0,2}?"
+                                     r"([A-Za-z][\w.]*[A-Z0-9][\w.]*(?:-[\w.]+)*)", abstract)
+               if re.search(r"[a-z][A-Z]|\d", n) or re.fullmatch(r"[A-Z]{3,}(?:-[A-Z0-9]+)*", n)}
+    # Within the verb's object: "we propose A B C (ABC)", not "we present X, a system for D E (DE)".
+    defined |= {n for n in re.findall(_INTRODUCES + r"(?:[\w'-]+\s+){0,6}?\(([A-Za-z][\w.]*[A-Z][\w.]*"
+                                      r"(?:-[\w.]+)*)\)", abstract) if not re.fullmatch(r"[A-Z]{2,}s", n)}
+    # An acronym of the title's head ("You Only Cache Once" ... "YOCO").
+    initials = "".join(w[0] for w in re.findall(r"[A-Za-z][\w']*", _title_head(title))).casefold()
+    if len(initials) >= 3:  # the abstract is searched only when there is such an acronym to find
+        defined |= {n for n in re.findall(r"\b[A-Z][A-Za-z]*[A-Z]\b", abstract) if n.casefold() == initials}
+    return defined
+
+
+def capitalised_names(title: str, abstract: str, common: Callable[[str], bool]) -> set[str]:
+    """The names an abstract introduces in capitals that spell an ordinary word (``common``):
+    "SPEED" names its paper only when typed so, as "speed up" does not."""
+    return {n for n in _introduced(title, abstract) if n.isupper() and common(squash(n))}
+
+
 def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = None) -> set[str]:
     """The names a paper goes by itself, as written, as opposed to the names of what it uses (RAG,
     HBM, LoRA, ALiBi, "Low-Rank"): a question that uses one of these calls the paper by name. The
@@ -163,16 +184,7 @@ def own_names(title: str, abstract: str, common: Callable[[str], bool] | None = 
     # any case ("Self-Infilling Code Generation" ... "self-infilling"; not "Low-Rank", "Meta-Learning").
     names |= {w for w in _TITLE_NAME.findall(title) if re.search(r"[A-Z]", w) and (
         abstract.count(w) >= 2 or (title.startswith(w) and abstract.casefold().count(w.casefold()) >= 2))}
-    defined = {n for n in re.findall(_INTRODUCES + r"(?:a |an |the )?(?:\w+\s){0,2}?"
-                                     r"([A-Za-z][\w.]*[A-Z0-9][\w.]*(?:-[\w.]+)*)", abstract)
-               if re.search(r"[a-z][A-Z]|\d", n) or re.fullmatch(r"[A-Z]{3,}(?:-[A-Z0-9]+)*", n)}
-    # Within the verb's object: "we propose A B C (ABC)", not "we present X, a system for D E (DE)".
-    defined |= {n for n in re.findall(_INTRODUCES + r"(?:[\w'-]+\s+){0,6}?\(([A-Za-z][\w.]*[A-Z][\w.]*"
-                                      r"(?:-[\w.]+)*)\)", abstract) if not re.fullmatch(r"[A-Z]{2,}s", n)}
-    # An acronym of the title's head ("You Only Cache Once" ... "YOCO").
-    initials = "".join(w[0] for w in re.findall(r"[A-Za-z][\w']*", _title_head(title))).casefold()
-    if len(initials) >= 3:  # the abstract is searched only when there is such an acronym to find
-        defined |= {n for n in re.findall(r"\b[A-Z][A-Za-z]*[A-Z]\b", abstract) if n.casefold() == initials}
+    defined = _introduced(title, abstract)
     names |= {n for n in defined if not (common and common(squash(n)))}
     return {n for n in names if len(squash(n)) >= 3}
 

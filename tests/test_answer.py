@@ -7,6 +7,7 @@ import pytest
 
 from rag import ABSTAIN_TEXT, REFUSAL_SENTINEL, Answer, QuestionError, grounding
 from rag.catalog import Catalog
+from rag.conversation import as_written
 from rag.settings import DEFAULT_CORPUS
 
 QUESTION = "What prefill speed does mllm-NPU reach on the NPU?"
@@ -659,6 +660,16 @@ def test_a_translated_name_joined_to_a_word_of_the_language_counts_by_its_name(m
     assert not engine.gate.unknown_name("How many FLOPs does Fast Forward save in LoRA-Training?", hits, False)
     assert engine.gate.unknown_name("How many FLOPs does Fast Forward save in LoRA-Training?", hits)  # English
     assert engine.gate.unknown_name("Is GPT-7 better than LoRA?", hits, False)  # "GPT-7" is all name
+
+
+def test_a_name_that_spells_a_word_names_its_paper_when_typed_in_capitals(make_engine):
+    engine = make_engine()
+    giants = "Little Giants: Synthesizing High-Quality Embedding Data at Scale"
+    assert any(h.named and h.title == giants for h in engine.retrieve("How few GPT API calls does SPEED use?"))
+    assert not any(h.named for h in engine.retrieve("how few GPT API calls does it take to speed up embedding data?"))
+    # A translation that lowered its case gets the user's spelling back.
+    assert as_written("How few calls does the speed framework make?", ["SPEED"]) == \
+        "How few calls does the SPEED framework make?"
 
 
 def test_a_word_where_a_name_goes_is_a_name_when_it_is_no_word(make_engine):

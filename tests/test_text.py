@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from rag.corpus import stored_body, stored_text
-from rag.text import content_terms, mentions, paper_names, split_answer, split_sentences, squash, tokenize
+from rag.text import (
+    capitalised_names,
+    content_terms,
+    mentions,
+    paper_names,
+    split_answer,
+    split_sentences,
+    squash,
+    tokenize,
+)
 
 NPU = "Empowering 1000 tokens/second on-device LLM prefilling with mllm-NPU"
 CACHEBLEND = "CacheBlend: Fast Large Language Model Serving for RAG with Cached Knowledge Fusion"
@@ -81,7 +90,12 @@ def test_a_paper_is_named_by_its_own_names_not_by_the_names_of_what_it_uses():
         "Self-Infilling"}
     assert own_names("Meta-Learning to Improve Pre-Training", "We meta-learn the weights.") == set()
     # A name the collection uses as a word ("SPEED") is not a name.
-    assert own_names("Little Giants", "We propose SPEED.", common=lambda w: w == "speed") == set()
+    giants = "We propose SPEED, a framework that aligns small models."
+    assert own_names("Little Giants", giants) == {"SPEED"}
+    assert own_names("Little Giants", giants, common=lambda w: w == "speed") == set()
+    # ... unless typed as written: the capitals are the name.
+    assert capitalised_names("Little Giants", giants, lambda w: w == "speed") == {"SPEED"}
+    assert capitalised_names("YOCO", "We propose YOCO, a decoder.", lambda w: w == "speed") == set()
     # An acronym of the title's head; "our proposed X".
     assert own_names("You Only Cache Once: Decoder-Decoder Architectures",
                      "We introduce a decoder-decoder architecture, YOCO, which caches once.") == {"YOCO"}
