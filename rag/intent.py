@@ -120,9 +120,12 @@ _WHICH = re.compile(r"^\W*(which|what(?:['\u2019]?s)?|who)\s+([\w-]+\s+){0,2}?(p
 # Asking to identify a paper or system (`which/what <thing>`, `who`, `is there a paper`).
 _NAME = re.compile(r"\b(which|what|who|whose|name of|is there|any)\b.{0,40}\b(paper|work|method|system|approach|"
                    r"model|technique|framework|library|algorithm|study|one|tool|idea)\b|\bwho\b", re.I)
-# Several papers wanted: a plural paper noun, or asking for recommendations (dev: list questions).
+# Several papers wanted: a plural paper noun, or asking for recommendations (dev: list questions;
+# "recommend work / research / literature" added in session 17 for 5 dev and retired list questions
+# that were answered with one paper: list key facts +3.5 of 130 list questions).
 _LIST = re.compile(r"\b(papers|studies|articles|publications|recommend\w* (me |us )?(some|a few|any|something|"
-                   r"reading|good)|reading list)\b|^\W*(anything|something) (on|about)\b", re.I)
+                   r"reading|good|work|research|literature)|reading list)\b|^\W*(anything|something) (on|about)\b",
+                   re.I)
 # Two things set side by side (dev: compare questions).
 # Not "compared to": "How much faster is X compared to vLLM?" asks about X (exam set, q008).
 _COMPARE = re.compile(r"\b(vs\.?|versus|compare|comparison|differen(ce|t)|differ|better|worse|"

@@ -43,6 +43,7 @@ def test_language_of_a_question(question, lang):
     ("which system offloads prefill to a phone NPU?", 0, "fact", "name"),
     ("any papers on speculative decoding?", 0, "list", "other"),
     ("recommend something about quantization", 0, "list", "other"),
+    ("recommend work on speculative decoding", 0, "list", "other"),
     ("cacheblend vs turborag, which cuts TTFT more?", 2, "compare", "figure"),
     ("cacheblend vs turborag", 1, "compare", "other"),  # two sides, even when one is not found by name
     ("is cacheblend faster?", 1, "fact", "figure"),  # one paper named: nothing to set side by side
