@@ -41,17 +41,25 @@ class Lexicon:
     def __init__(self, index: KeywordIndex) -> None:
         self.index = index
         self.words = dictionary()
-        self._known = frozenset(self.words)
+        self._known = english()
+        self._parts: dict[str, bool] = {}  # a near spelling is a scan of the dictionary (~20 ms)
 
     def is_word(self, word: str) -> bool:
         """Whether ``word`` is a word rather than a name: one the collection uses, a dictionary word
-        or its inflection, or a near spelling of either ("savngs", "memroy"). Each part of a
+        or its inflection, or a near spelling of either ("savngs", "transfomer"). Each part of a
         hyphenated or underscored word counts alone ("transfomer-lite")."""
         if self.index.known(word):
             return True
         return all(self._part_is_word(part) for part in re.split(r"[-_]", word.lower()) if part)
 
     def _part_is_word(self, part: str) -> bool:
+        if (found := self._parts.get(part)) is None:
+            if len(self._parts) > 10_000:
+                self._parts.clear()
+            found = self._parts[part] = self._spelt_as_word(part)
+        return found
+
+    def _spelt_as_word(self, part: str) -> bool:
         if len(part) < 4 or not part.isalpha() or part in self._known:
             return True  # too short to tell, or it has digits: other checks read those as names
         stems = [part[:-len(end)] + back for end, back in _INFLECTIONS if part.endswith(end)]
