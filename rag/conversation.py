@@ -133,12 +133,12 @@ class Translator:
 
 
 def as_written(translation: str, names: list[str]) -> str:
-    """``translation`` with each of ``names`` spelt as the user wrote it where the model changed only
-    its case: "SPEED" translated as "the speed framework" is no longer a name."""
+    """``translation`` with each of ``names`` (names by their form: acronyms, CamelCase, digits) spelt
+    as the user wrote it wherever the model wrote the same word in another case: "SPEED"
+    translated as "the speed framework" is no longer a name."""
     for name in names:
-        if name not in translation:
-            translation = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", name.replace("\\", r"\\"), translation,
-                                 flags=re.I)
+        translation = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", name.replace("\\", r"\\"), translation,
+                             flags=re.I)
     return translation
 
 
@@ -232,7 +232,7 @@ class FollowUps:
             # punctuation. Grammar, added in session 12 for a dev follow-up; from session 17 also
             # for a fragment that only names something ("what about TaxiBJ?", "weatherbench?").
             # Dev and the retired splits (1,692, model-free planner): answered +3, nothing lost.
-            if _SLOT.match(question) or elliptic and self._names_only(question):
+            if _SLOT.match(question) or (elliptic and self._names_only(question)):
                 phrases = list(_SETTING_PHRASE.finditer(earlier))
                 if phrases:
                     earlier = earlier[:phrases[-1].start()] + " " + earlier[phrases[-1].end():]

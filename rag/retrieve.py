@@ -321,8 +321,8 @@ class KeywordIndex:
         return self._words
 
     def near_spelling(self, term: str, cutoff: float) -> bool:
-        """Whether a stemmed term is a vocabulary term or within difflib ratio ``cutoff`` of one
-        (False above MAX_CORRECTION_VOCAB terms, as :meth:`correct_terms` does not correct there)."""
+        """Whether a stemmed term is a vocabulary term or within difflib ratio ``cutoff`` of one (above
+        MAX_CORRECTION_VOCAB terms only the first: :meth:`correct_terms` does not correct there)."""
         from difflib import get_close_matches
 
         if term in self.bm25.vocab_dict:

@@ -146,8 +146,10 @@ def _head(title: str) -> set[str]:
 _INTRODUCES = r"\b(?:(?:propose|present|introduce|call|called|named|dubbed|develop|design)s?|our proposed)\s+"
 
 
-def _introduced(title: str, abstract: str) -> set[str]:
-    """The names an abstract introduces (see :func:`own_names`)."""
+@functools.lru_cache(maxsize=4096)
+def _introduced(title: str, abstract: str) -> frozenset[str]:
+    """The names an abstract introduces (see :func:`own_names`); cached, as every retrieval asks it
+    of each hit."""
     defined = {n for n in re.findall(_INTRODUCES + r"(?:a |an |the )?(?:\w+\s){0,2}?"
                                      r"([A-Za-z][\w.]*[A-Z0-9][\w.]*(?:-[\w.]+)*)", abstract)
                if re.search(r"[a-z][A-Z]|\d", n) or re.fullmatch(r"[A-Z]{3,}(?:-[A-Z0-9]+)*", n)}
@@ -158,7 +160,7 @@ def _introduced(title: str, abstract: str) -> set[str]:
     initials = "".join(w[0] for w in re.findall(r"[A-Za-z][\w']*", _title_head(title))).casefold()
     if len(initials) >= 3:  # the abstract is searched only when there is such an acronym to find
         defined |= {n for n in re.findall(r"\b[A-Z][A-Za-z]*[A-Z]\b", abstract) if n.casefold() == initials}
-    return defined
+    return frozenset(defined)
 
 
 def capitalised_names(title: str, abstract: str, common: Callable[[str], bool]) -> set[str]:
@@ -220,10 +222,10 @@ def question_names(question: str) -> list[str]:
 
 
 _WORD = r"[A-Za-z][\w.]*(?:-[\w.]+)*"
-# The places a question puts a name, whatever its case: its first word when capitalised, a
-# possessive ("mooncake's"), the subject of does/did/do ("does medusa use"), each side of "vs".
-_SLOTS = (re.compile(r"(?:^|[.?!]\s+)\W*([A-Z][\w.]*(?:-[\w.]+)*)"),
-          re.compile(rf"(?<![\w-])({_WORD})['’]s\b"),
+# The places a question puts a name, whatever its case: a possessive ("mooncake's"), the subject
+# of does/did/do ("does medusa use"), each side of "vs". Not its first word: chat openers ("Tldr",
+# "Gimme", "Summarise") and typos ("Waht") are capitalised there too (session 17's review).
+_SLOTS = (re.compile(rf"(?<![\w-])({_WORD})['’]s\b"),
           re.compile(rf"\b(?:does|did|do)\s+({_WORD})\s+(?!of\b)[a-z]"),
           re.compile(rf"(?<![\w-])({_WORD})\s+(?:vs\.?|versus)\s"),
           re.compile(rf"\s(?:vs\.?|versus)\s+({_WORD})"))

@@ -22,9 +22,12 @@ SPELLING_MIN_LETTERS = 4
 #: Vocabularies above this size get no spelling corrections (difflib is linear in it).
 MAX_CORRECTION_VOCAB = 50_000
 #: A word in a name's place that is no dictionary word is still a word, not an unknown name, when
-#: its difflib ratio to a dictionary word reaches this ("savngs", "memroy"; rag/lexicon.py). Chosen on
-#: dev and the retired splits (1,692 questions): at 0.8, "medusa" and "tensorrt" are near spellings
-#: of dictionary words; at 0.9, fewer typos are; 0.86 kept every answerable question answered.
+#: its difflib ratio to a dictionary word reaches this ("savngs", "transfomer"; rag/lexicon.py).
+#: Looked at on dev and the retired splits (1,692 questions): at 0.8 the absent names there
+#: ("medusa", "tensorrt") pass as near spellings of words; 0.86 and 0.9 lost no answerable
+#: question. A one-letter typo in a word of 7 letters or fewer scores below 0.86, so such a typo in a
+#: name's place is a name unless a retrieved paper's name is its near spelling ("lsevre": the gate's
+#: own fuzzy match of names, FUZZY_NAME).
 WORD_CUTOFF = 0.86
 
 # ----- relevance gate (rag/gate.py) -----------------------------------------------------------
