@@ -230,13 +230,15 @@ class FollowUps:
             # So does a setting after a preposition ("and on weatherbench?" after "... MSE on Moving
             # MNIST?"): the previous question's last such phrase, up to the next preposition or
             # punctuation. Grammar, added in session 12 for a dev follow-up; from session 17 also
-            # for a fragment that only names something ("what about TaxiBJ?", "weatherbench?").
-            # Dev and the retired splits (1,692, model-free planner): answered +3, nothing lost.
-            if _SLOT.match(question) or (elliptic and self._names_only(question)):
+            # for a fragment that only names a setting of the paper ("what about TaxiBJ?",
+            # "weatherbench?"), not a measure ("what about SSIM?"). Dev and the retired splits
+            # (1,692, model-free planner): answered +3, nothing lost.
+            own_aspect = self._own_aspect(question)
+            if _SLOT.match(question) or (elliptic and not own_aspect and self._names_setting(question, previous)):
                 phrases = list(_SETTING_PHRASE.finditer(earlier))
                 if phrases:
                     earlier = earlier[:phrases[-1].start()] + " " + earlier[phrases[-1].end():]
-            aim = f"{question} {earlier}" if elliptic and not self._own_aspect(question) else question
+            aim = f"{question} {earlier}" if elliptic and not own_aspect else question
             return Turn(question, previous.subject, hits, True, aim, wants)
         subject = named or hits[:1]
         # A question that describes its paper has found it by the description; what it asks is in
@@ -248,10 +250,13 @@ class FollowUps:
         aim = clause if grounding.focus_terms(clause, wants=wanted.wants) else question
         return Turn(question, subject, hits, False, aim, wanted.wants, wanted.kind)
 
-    def _names_only(self, question: str) -> bool:
-        """Whether a fragment names something and asks nothing of its own ("what about TaxiBJ?")."""
-        return bool(question_names(question) or rare_words(question, self.retriever.keyword_index())) \
-            and not self._own_aspect(question)
+    def _names_setting(self, question: str, previous: Turn) -> bool:
+        """Whether a fragment names a setting of the conversation's paper: a name its abstract
+        writes after a preposition ("For TaxiBJ, ...", "on WeatherBench"), unlike a measure
+        ("improves SSIM by ...")."""
+        text = " ".join(h.text for h in previous.subject)
+        names = question_names(question) + rare_words(question, self.retriever.term_weights())
+        return any(re.search(rf"\b{_PREPOSITION}\s+(?:the\s+)?{re.escape(n)}(?![\w-])", text, re.I) for n in names)
 
     def _own_aspect(self, question: str) -> bool:
         """Whether a fragment has a content word that is not a name: not a name by its form, nor

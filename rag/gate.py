@@ -24,8 +24,9 @@ class RelevanceGate:
 
     def lexicon(self) -> Lexicon:
         """The words that are no names, built on first use (the collection's words are the index's)."""
-        if self._lexicon is None or self._lexicon.index is not self.retriever.keyword_index():
-            self._lexicon = Lexicon(self.retriever.keyword_index())
+        index = self.retriever.term_weights()  # retrieval has just checked the store
+        if self._lexicon is None or self._lexicon.index is not index:
+            self._lexicon = Lexicon(index)
         return self._lexicon
 
     def relevant(self, question: str, hits: list[Hit], strict_names: bool = True) -> bool:
@@ -54,8 +55,10 @@ class RelevanceGate:
         acronym, "ODE", may be spelt out in the abstract) that none of ``hits`` mentions. In English,
         a word where a name goes that is no word ("how many heads does medusa use?") is a name too."""
         if strict_names:
-            lexicon = self.lexicon()
-            names = question_names(question) + [w for w in name_slots(question) if not lexicon.is_word(w)]
+            names = question_names(question)
+            if slots := name_slots(question):
+                lexicon = self.lexicon()
+                names += [w for w in slots if not lexicon.is_word(w)]
         else:
             names = name_forms(question)
         names = [n for n in names if len(squash(n)) >= UNKNOWN_NAME_MIN]

@@ -179,8 +179,8 @@ def asked_clause(question: str) -> str:
 # Where a question asks a second thing: "how many steps does it need and is it faster than real
 # time?", "glue score? + how long did pretraining take". English grammar, not topics: a break after
 # "?" or ";", or "and" / "+" / "&" / "plus" / chat's "n" before a question word ("by how much" too).
-_SECOND_ASK = re.compile(r"(?<=[?;])\s+(?=\S)|\s+(?:\+|&|and|n|plus)\s+(?=(?:by\s+)?(?:how|what|what['\u2019]s|"
-                         r"whats|which|who|is|are|does|do|did|can|could)\b)", re.I)
+_SECOND_ASK = re.compile(r"(?<=[?;])\s+(?=\S)|\s+(?:\+|&|and|n|plus)\s+(?=(?:by\s+(?=how|what))?(?:how|what|"
+                         r"what['\u2019]s|whats|which|who|is|are|does|do|did|can|could)\b)", re.I)
 
 
 def asking_clauses(question: str) -> list[str]:

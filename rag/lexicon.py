@@ -63,8 +63,12 @@ class Lexicon:
         if len(part) < 4 or not part.isalpha() or part in self._known:
             return True  # too short to tell, or it has digits: other checks read those as names
         stems = [part[:-len(end)] + back for end, back in _INFLECTIONS if part.endswith(end)]
-        if any(stem in self._known or self.index.known(stem) for stem in stems):
+        if any(len(stem) >= 3 and (stem in self._known or self.index.known(stem)) for stem in stems):
             return True  # "duplicating", "llms"
+        # Two letters typed in the wrong order: "waht's", "thier", "tehy" (short words, which a
+        # near spelling below cannot reach).
+        if any(part[:i] + part[i + 1] + part[i] + part[i + 2:] in self._known for i in range(len(part) - 1)):
+            return True
         if get_close_matches(part, self.words, n=1, cutoff=WORD_CUTOFF):
             return True
         # The collection's words are held as stems: a near spelling of one is compared stem to stem.

@@ -461,22 +461,30 @@ class HybridRetriever:
             # "What kind of task ...?" does not name KIND (:func:`rag.text.used_as_word`).
             names = {h.paper_id: {squash(n) for n in self.own_names(h) if not used_as_word(n, query)}
                      for h in hits.values()}
-            # "SPEED" typed in capitals names the paper that introduces it, though "speed" is an
-            # ordinary word of the collection and of English ("LLM" or "GPU" are neither).
-
-            def word(name: str) -> bool:
-                return index.common(name) and name in english()
-
             # A name several candidates go by ("LLM", "KV") names none of them.
             counts = Counter(n for ns in names.values() for n in ns)
             named = [h for h in hits.values()
                      if mentions(query, {n for n in names[h.paper_id] if counts[n] <= NAME_MAX_TITLES}, index.known)
-                     or any(re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", query)
-                            for n in capitalised_names(h.title, h.text, word))]
+                     or self._typed_in_capitals(query, h, hits.values(), index)]
             for rank, hit in enumerate(sorted(named, key=lambda h: -h.score), 1):
                 hit.named = True
                 hit.score += s.title_weight / (s.rrf_k + rank)
         return sorted(hits.values(), key=lambda h: -h.score)[:k]
+
+    @staticmethod
+    def _typed_in_capitals(query: str, hit: Hit, hits: Iterable[Hit], index: KeywordIndex) -> bool:
+        """Whether ``query`` writes, in capitals, a name ``hit``'s abstract introduces that spells an
+        ordinary English word the collection uses often ("SPEED"; "LLM" or "GPU" are no English
+        words), and which few candidates write in capitals (not "RAG" in a collection on RAG)."""
+
+        def ordinary(name: str) -> bool:
+            return index.common(name) and name in english()
+
+        def written(name: str, text: str) -> bool:
+            return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) is not None
+
+        return any(written(n, query) and sum(written(n, h.text) for h in hits) <= NAME_MAX_TITLES
+                   for n in capitalised_names(hit.title, hit.text, ordinary))
 
     @staticmethod
     def _unique(ranked: list[tuple[str, str, dict[str, Any], float]]) -> list[tuple[str, str, dict[str, Any], float]]:

@@ -249,6 +249,8 @@ def test_an_ellipsis_is_held_to_its_own_setting_not_the_previous_questions(make_
         turn = engine.followups.turn(fragment, previous)
         assert "TaxiBJ" not in turn.focus_question and "MSE" in turn.focus_question, fragment
     assert "TaxiBJ" in engine.followups.turn("and the reduction?", previous).focus_question
+    # A measure the abstract does not write after a preposition ("boosts FPS") is no setting.
+    assert "TaxiBJ" in engine.followups.turn("what about FPS?", previous).focus_question
 
 
 @pytest.mark.parametrize("question", ["", "   \n\t ", "\x00\x01"])
@@ -681,7 +683,9 @@ def test_a_word_where_a_name_goes_is_a_name_when_it_is_no_word(make_engine):
     lexicon = engine.gate.lexicon()
     assert all(lexicon.is_word(w) for w in ("savngs", "duplicating", "tweak", "transfomer-lite", "llms"))
     assert not any(lexicon.is_word(w) for w in ("medusa", "mooncake", "tensorrt-llm"))
-    assert not engine.gate.unknown_name("what speedup does it give?", hits)
+    assert not engine.gate.unknown_name("what speedup does their method give?", hits)
+    # Two letters swapped in a short word are a typo, not a name.
+    assert not engine.gate.unknown_name("Waht's the speedup, and how does thier method cut memory?", hits)
     # Only an English question's slots: a translation's words are the model's. Not the first word.
     assert not engine.gate.unknown_name("what speedup does mooncake's scheduler give?", hits, False)
     assert not engine.gate.unknown_name("Tldr of the speedup?", hits)

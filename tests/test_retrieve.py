@@ -184,3 +184,22 @@ def test_a_name_that_is_an_ordinary_word_names_its_paper_only_when_used_as_a_nam
     assert "KIND" in named("kind vs difffit: which trains fewer parameters?")  # lower case, used as a name
     assert "KIND" in named("how many parameters does the kind adapter train?")
     assert "CacheBlend" in named("in the cacheblend paper, how much faster is ttft?")
+
+
+def test_a_name_in_capitals_that_spells_a_word_names_one_paper_not_a_crowd():
+    from rag.retrieve import Hit, HybridRetriever
+
+    class Index:  # "speed" and "rag" are words many chunks use
+        @staticmethod
+        def common(word: str) -> bool:
+            return word in {"speed", "rag"}
+
+    speed = Hit("1", "Little Giants", "We propose SPEED, a framework that aligns small models.", 1.0)
+    rags = [Hit(str(i), f"Paper {i}", f"We introduce RAG, a pipeline {i}. RAG helps.", 1.0) for i in range(2, 6)]
+    hits = [speed, *rags]
+    typed = HybridRetriever._typed_in_capitals
+    assert typed("How few API calls does SPEED use?", speed, hits, Index())
+    assert not typed("how do they speed up the calls?", speed, hits, Index())
+    # Four candidates write "RAG" in capitals: it names none of them.
+    assert not typed("which papers cut RAG latency?", rags[0], hits, Index())
+    assert typed("which papers cut RAG latency?", rags[0], hits[:2], Index())
