@@ -223,8 +223,9 @@ def question_names(question: str) -> list[str]:
 
 _WORD = r"[A-Za-z][\w.]*(?:-[\w.]+)*"
 # The places a question puts a name, whatever its case: a possessive ("mooncake's"), the subject
-# of does/did/do ("does medusa use"), each side of "vs". Not its first word: chat openers ("Tldr",
-# "Gimme", "Summarise") and typos ("Waht") are capitalised there too (session 17's review).
+# of does/did/do ("does medusa use"), each side of "vs". The first word is no slot of its own (it
+# may still be a possessive): chat openers ("Tldr", "Gimme", "Summarise") and typos are capitalised
+# there too (session 17's review).
 _SLOTS = (re.compile(rf"(?<![\w-])({_WORD})['’]s\b"),
           re.compile(rf"\b(?:does|did|do)\s+({_WORD})\s+(?!of\b)[a-z]"),
           re.compile(rf"(?<![\w-])({_WORD})\s+(?:vs\.?|versus)\s"),
