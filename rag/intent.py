@@ -122,7 +122,7 @@ _NAME = re.compile(r"\b(which|what|who|whose|name of|is there|any)\b.{0,40}\b(pa
                    r"model|technique|framework|library|algorithm|study|one|tool|idea)\b|\bwho\b", re.I)
 # Several papers wanted: a plural paper noun, or asking for recommendations (dev: list questions;
 # "recommend work / research / literature" added in session 17 for 5 dev and retired list questions
-# that were answered with one paper: list key facts +3.5 of 130 list questions).
+# that were answered with one paper: list key facts +3.0 of 130 list questions).
 _LIST = re.compile(r"\b(papers|studies|articles|publications|recommend\w* (me |us )?(some|a few|any|something|"
                    r"reading|good|work|research|literature)|reading list)\b|^\W*(anything|something) (on|about)\b",
                    re.I)
