@@ -233,8 +233,9 @@ class FollowUps:
             # for a fragment that only names a setting of the paper ("what about TaxiBJ?",
             # "weatherbench?"), not a measure ("what about SSIM?"). Dev and the retired splits
             # (1,692, model-free planner): answered +3, nothing lost.
-            own_aspect = self._own_aspect(question)
-            if _SLOT.match(question) or (elliptic and not own_aspect and self._names_setting(question, previous)):
+            names = self._names(question)
+            own_aspect = self._own_aspect(question, names)
+            if _SLOT.match(question) or (elliptic and not own_aspect and self._names_setting(names, previous)):
                 phrases = list(_SETTING_PHRASE.finditer(earlier))
                 if phrases:
                     earlier = earlier[:phrases[-1].start()] + " " + earlier[phrases[-1].end():]
@@ -250,20 +251,25 @@ class FollowUps:
         aim = clause if grounding.focus_terms(clause, wants=wanted.wants) else question
         return Turn(question, subject, hits, False, aim, wanted.wants, wanted.kind)
 
-    def _names_setting(self, question: str, previous: Turn) -> bool:
-        """Whether a fragment names a setting of the conversation's paper: a name its abstract
-        writes after a preposition ("For TaxiBJ, ...", "on WeatherBench"), unlike a measure
+    def _names(self, question: str) -> list[str]:
+        """A fragment's names: by their form, and the words the collection uses in few chunks (a
+        name typed in lower case). Retrieval has just checked the store, so its index is current."""
+        return question_names(question) + rare_words(question, self.retriever.term_weights())
+
+    @staticmethod
+    def _names_setting(names: list[str], previous: Turn) -> bool:
+        """Whether a fragment's ``names`` name a setting of the conversation's paper: a name its
+        abstract writes after a preposition ("For TaxiBJ, ...", "on WeatherBench"), unlike a measure
         ("improves SSIM by ...")."""
         text = " ".join(h.text for h in previous.subject)
-        names = question_names(question) + rare_words(question, self.retriever.term_weights())
         return any(re.search(rf"\b{_PREPOSITION}\s+(?:the\s+)?{re.escape(n)}(?![\w-])", text, re.I) for n in names)
 
-    def _own_aspect(self, question: str) -> bool:
-        """Whether a fragment has a content word that is not a name: not a name by its form, nor
-        a word the collection uses in few chunks (a name typed in lower case), nor a number, nor
+    @staticmethod
+    def _own_aspect(question: str, names: list[str]) -> bool:
+        """Whether a fragment has a content word that is not one of its ``names``, nor a number, nor
         a word for a figure's kind ("and the speedup?" asks the previous question's topic)."""
-        names = content_terms(" ".join(question_names(question) + rare_words(question, self.retriever.keyword_index())))
-        own = content_terms(question) - names - grounding.GENERIC - grounding.FIGURE_KIND
+        named = content_terms(" ".join(names))
+        own = content_terms(question) - named - grounding.GENERIC - grounding.FIGURE_KIND
         return any(not t.isdigit() for t in own)
 
     def standalone(self, turn: Turn, history: list[Message], paper: Hit) -> str:
