@@ -7,7 +7,8 @@
     paperchat eval --chat --split fresh7   # another (session 14): aggregates only
     paperchat eval --chat --split fresh8   # another (session 15): aggregates only
     paperchat eval --chat --split fresh9   # another (session 16): aggregates only
-    paperchat eval --chat --split fresh10  # the latest (session 17): aggregates only
+    paperchat eval --chat --split fresh10  # another (session 17): aggregates only
+    paperchat eval --chat --split fresh11  # the latest (session 18): aggregates only
     paperchat eval --chat --split fresh3   # a retired one (fresh .. fresh5): per question, like dev
 
 `eval/questions-chat.jsonl` was written by helpers who saw the abstracts but not the engine's code
@@ -76,6 +77,12 @@ mistakes and fragment follow-ups; an ML engineer choosing what to deploy, asking
 industry systems and changing one condition in a follow-up) wrote the "fresh10" split (150 questions, AC-* and
 AD-*, all nine styles), and a third (a lecturer preparing a lecture, asking for overviews in textbook words)
 wrote 75 dev questions (AE-*, all nine styles).
+
+Session 18 too: two helpers (a science journalist who is no ML expert, describing methods in everyday words
+and half-remembering names; a sceptical peer reviewer probing baselines, benchmarks and left-out details in
+compact run-on sentences) wrote the "fresh11" split (150 questions, AF-* and AG-*, all nine styles), and a
+third (a data scientist typing on a phone, with autocorrect errors and mixed languages) wrote 75 dev questions
+(AH-*, all nine styles).
 """
 
 from __future__ import annotations
@@ -101,9 +108,9 @@ STYLES = ("casual", "described", "list", "compare", "followup-pronoun", "followu
           "near-miss", "absent")
 UNANSWERABLE_STYLES = {"near-miss", "absent"}
 SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9",
-          "fresh10")
+          "fresh10", "fresh11")
 #: Splits reported as aggregates only: nothing is chosen on them.
-FROZEN = ("test", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10")
+FROZEN = ("test", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10", "fresh11")
 #: Splits that were frozen until session 13 and are used for choosing, as dev is, from session 14: a rule
 #: is priced on 1,467 questions from many writers instead of the 715 dev rows that earlier rules were
 #: fitted to. Their results up to session 13 (eval/CHANGELOG.md) were measured while they were frozen.
