@@ -13,7 +13,14 @@ from .grounding import Scored
 from .intent import sides
 from .retrieve import Hit, HybridRetriever
 from .text import content_terms, short_name
-from .tuning import COMPARE_MAX_PAPERS, COMPARE_SIDE_TERMS, LIST_CANDIDATES, LIST_COVERAGE, LIST_SIMILARITY
+from .tuning import (
+    COMPARE_MAX_PAPERS,
+    COMPARE_SIDE_TERMS,
+    LIST_CANDIDATES,
+    LIST_COVERAGE,
+    LIST_SCORE_SHARE,
+    LIST_SIMILARITY,
+)
 
 #: An answer written by code: its text and its citations.
 Written = tuple[str, list[Citation]]
@@ -65,6 +72,11 @@ class WrittenAnswers:
             # a neighbouring topic (dev and the retired splits, 130 list questions: precision / recall
             # 0.69 / 0.76 -> 0.80 / 0.70). Checked before its sentences are ranked.
             if rank > 0 and not all(r is not None and r <= LIST_CANDIDATES for r in (hit.dense_rank, hit.bm25_rank)):
+                continue
+            # And only if its fused score is within LIST_SCORE_SHARE of the first paper's: a paper
+            # both retrievers rank well below the best match is on a neighbouring topic, whatever
+            # words the question uses.
+            if rank > 0 and hit.score < LIST_SCORE_SHARE * hits[0].score:
                 continue
             (best, _), *_ = self.evidence.rank_sentences(question, [hit], "other")
             if rank > 0 and not (best.coverage >= LIST_COVERAGE or best.similarity >= LIST_SIMILARITY):

@@ -457,6 +457,23 @@ def test_a_list_names_after_its_first_paper_only_papers_both_retrievers_found(ma
     assert written is not None and second.title not in {c.title for c in written[1]}
 
 
+def test_a_list_names_after_its_first_paper_only_papers_scored_near_it(make_engine):
+    from dataclasses import replace as copy
+
+    from rag.tuning import LIST_SCORE_SHARE
+
+    engine = make_engine()
+    question = "any papers on speculative decoding with draft models?"
+    hits = engine.retriever.retrieve(question, 8)
+    listed = {c.title for c in engine.planner.written.list_papers(hits, question)[1]}
+    second = next(h for h in hits[1:] if h.title in listed)
+    # The same papers, with the second's fused score just under the share of the first's.
+    low = [copy(h, score=LIST_SCORE_SHARE * hits[0].score * 0.99) if h is second else h for h in hits]
+    written = engine.planner.written.list_papers(low, question)
+    assert written is not None and second.title not in {c.title for c in written[1]}
+    assert hits[0].title in {c.title for c in written[1]}
+
+
 def test_a_comparison_gets_one_quoted_row_per_named_paper(make_engine):
     engine = make_engine()
     answer = engine.ask("cacheblend vs turborag, which cuts TTFT more?")
