@@ -655,6 +655,18 @@ def test_a_follow_up_asking_which_thing_is_answered_by_the_sentence_that_names_o
     assert not grounding.asks_which(turn.question)
 
 
+def test_a_follow_up_asking_which_thing_is_answered_by_a_sentence_naming_one_of_that_kind(make_engine):
+    engine = make_engine()
+    minference = engine.followups.turn("what is MInference and how does it speed up prefill?", None)
+    turn = engine.followups.turn("which models did they test it on?", minference)
+    plan = engine.planner.plan(turn.question, turn)
+    assert plan.kind == "fact" and "LLaMA-3-1M" in plan.answering[0][0].text
+    # A sentence that names things of another kind does not answer "which gpus ...?".
+    cacheblend = engine.followups.turn("how does CacheBlend reuse KV caches?", None)
+    turn = engine.followups.turn("which gpus did they run it on?", cacheblend)
+    assert engine.planner.plan(turn.question, turn).kind == "near-miss"
+
+
 def test_a_speedup_is_not_answered_by_another_figure_nor_by_the_questions_own_setting(make_engine):
     engine = make_engine()
     previous = engine.followups.turn("what does YOCO do?", None)
