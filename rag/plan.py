@@ -13,7 +13,7 @@ from .gate import RelevanceGate
 from .grounding import Scored
 from .intent import asking_clauses, intent
 from .retrieve import Hit, HybridRetriever
-from .text import acronyms, content_terms, squash
+from .text import acronyms, squash
 from .tuning import LIST_CANDIDATES
 from .written import Written, WrittenAnswers
 
@@ -110,12 +110,6 @@ class Planner:
         # answered 210 -> 216 of 241, abstained unchanged, 120 of 138, with 24 unanswerable
         # follow-ups among them that ask for hardware, models or benchmarks an abstract does not name).
         instance = turn.followup and turn.wants != "figure" and grounding.asks_which(turn.question)
-        # Such a sentence need not be like the question as a whole ("which models did they test it
-        # on?" says nothing of the paper) when it holds the word for what is asked: "... and models
-        # including LLaMA-3-1M". Dev and the retired splits (1,767, model-free planner, session 18):
-        # answered +3, abstained unchanged; "which gpus ...?" is not answered by a sentence naming models.
-        kind_words = content_terms(grounding.asked_phrase(turn.question)) - content_terms(names) \
-            if instance else frozenset()
         # "Which specific base model ...?" is not answered by a sentence that names nothing new, nor
         # "which optimizer ...?" by "various optimizers" (dev split, session 12).
         which = turn.wants != "figure" and grounding.asks_which(turn.focus_question)
@@ -135,14 +129,10 @@ class Planner:
         def names_one(sc: Scored) -> bool:
             return grounding.names_new(sc.text, turn.question, known, generic)
 
-        def holds_kind(sc: Scored) -> bool:
-            return bool(kind_words) and grounding.holds_asked(kind_words, sc.text)
-
         answering = [(sc, h) for sc, h in ranked
                      if (grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")
                          and grounding.holds_asked(asked, sc.text, turn.wants)
-                         or instance and names_one(sc) and (grounding.answers(sc, turn.wants, anchored=False)
-                                                         or holds_kind(sc)))
+                         or instance and names_one(sc) and grounding.answers(sc, turn.wants, anchored=False))
                      and grounding.states_asked_kind(turn.focus_question, sc.text, turn.wants)
                      and (turn.wants != "figure" or grounding.keeps_settings(settings, sc.text, names)
                           and grounding.carries(sc.text, "figure", unnamed)

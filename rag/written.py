@@ -63,7 +63,7 @@ class WrittenAnswers:
         self.retriever = retriever
 
     def list_papers(self, hits: list[Hit], question: str) -> Written | None:
-        """"Any papers on X?": every one of ``hits`` whose best sentence is about X, with it."""
+        """"Any papers on X?": every one of ``hits`` (best first) whose best sentence is about X, with it."""
         lines: list[str] = []
         citations: list[Citation] = []
         for rank, hit in enumerate(hits):
@@ -73,10 +73,11 @@ class WrittenAnswers:
             # 0.69 / 0.76 -> 0.80 / 0.70). Checked before its sentences are ranked.
             if rank > 0 and not all(r is not None and r <= LIST_CANDIDATES for r in (hit.dense_rank, hit.bm25_rank)):
                 continue
-            # And only if its fused score is within LIST_SCORE_SHARE of the first paper's: a paper
-            # both retrievers rank well below the best match is on a neighbouring topic, whatever
-            # words the question uses.
-            if rank > 0 and hit.score < LIST_SCORE_SHARE * hits[0].score:
+            # And only if the two retrievers' fused score is at least LIST_SCORE_SHARE times the
+            # first paper's: a paper ranked well below the best match by either is on a neighbouring
+            # topic, whatever words the question uses. Without the bonus for being named: in "papers
+            # like SARATHI?", SARATHI's would put every other paper out of reach.
+            if rank > 0 and hit.found_score < LIST_SCORE_SHARE * hits[0].found_score:
                 continue
             (best, _), *_ = self.evidence.rank_sentences(question, [hit], "other")
             if rank > 0 and not (best.coverage >= LIST_COVERAGE or best.similarity >= LIST_SIMILARITY):
