@@ -68,12 +68,6 @@ class Hit:
     url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     named: bool = False  # the question names this paper (see text.mentions)
-    title_score: float = 0.0  # the part of ``score`` it has for being named
-
-    @property
-    def found_score(self) -> float:
-        """The fused score of the two retrievers alone, without the bonus for being named."""
-        return self.score - self.title_score
 
 
 
@@ -474,8 +468,7 @@ class HybridRetriever:
                      or self._typed_in_capitals(query, h, hits.values(), index)]
             for rank, hit in enumerate(sorted(named, key=lambda h: -h.score), 1):
                 hit.named = True
-                hit.title_score = s.title_weight / (s.rrf_k + rank)
-                hit.score += hit.title_score
+                hit.score += s.title_weight / (s.rrf_k + rank)
         return sorted(hits.values(), key=lambda h: -h.score)[:k]
 
     @staticmethod

@@ -124,15 +124,6 @@ RANK_PENALTY = 1.0
 LIST_CANDIDATES = 8
 LIST_COVERAGE = 0.5
 LIST_SIMILARITY = 0.5
-#: A listed paper after the first has at least this share of the first paper's fused score from the
-#: two retrievers (Hit.found_score). Dev and the retired splits (1,767 questions, 137 lists answered,
-#: model-free planner; session 18), mean citation precision / mean recall of the gold papers: none
-#: 0.856 / 0.722; 0.75 -> 0.891 / 0.713; 0.8 -> 0.924 / 0.695; 0.85 -> 0.953 / 0.663. With rrf_k 10
-#: the share works as a rank cut: after a first paper ranked first by both, 0.8 drops one ranked 4th
-#: by both (0.786), so a list holds about three papers, against "list every matching paper" (the
-#: review's finding). 0.75 keeps it and has half the precision gain for a third of the recall loss.
-#: No answer or abstention changes.
-LIST_SCORE_SHARE = 0.75
 #: A side of "A vs B" that names no paper describes one when it has this many content words
 #: ("one-epoch training"); a shorter one ("vs vLLM") is a baseline. Dev split, compare questions.
 COMPARE_SIDE_TERMS = 3

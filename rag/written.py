@@ -13,14 +13,7 @@ from .grounding import Scored
 from .intent import sides
 from .retrieve import Hit, HybridRetriever
 from .text import content_terms, short_name
-from .tuning import (
-    COMPARE_MAX_PAPERS,
-    COMPARE_SIDE_TERMS,
-    LIST_CANDIDATES,
-    LIST_COVERAGE,
-    LIST_SCORE_SHARE,
-    LIST_SIMILARITY,
-)
+from .tuning import COMPARE_MAX_PAPERS, COMPARE_SIDE_TERMS, LIST_CANDIDATES, LIST_COVERAGE, LIST_SIMILARITY
 
 #: An answer written by code: its text and its citations.
 Written = tuple[str, list[Citation]]
@@ -63,7 +56,7 @@ class WrittenAnswers:
         self.retriever = retriever
 
     def list_papers(self, hits: list[Hit], question: str) -> Written | None:
-        """"Any papers on X?": every one of ``hits`` (best first) whose best sentence is about X, with it."""
+        """"Any papers on X?": every one of ``hits`` whose best sentence is about X, with it."""
         lines: list[str] = []
         citations: list[Citation] = []
         for rank, hit in enumerate(hits):
@@ -72,12 +65,6 @@ class WrittenAnswers:
             # a neighbouring topic (dev and the retired splits, 130 list questions: precision / recall
             # 0.69 / 0.76 -> 0.80 / 0.70). Checked before its sentences are ranked.
             if rank > 0 and not all(r is not None and r <= LIST_CANDIDATES for r in (hit.dense_rank, hit.bm25_rank)):
-                continue
-            # And only if the two retrievers' fused score is at least LIST_SCORE_SHARE times the
-            # first paper's: a paper ranked well below the best match by either is on a neighbouring
-            # topic, whatever words the question uses. Without the bonus for being named: in "papers
-            # like SARATHI?", SARATHI's would put every other paper out of reach.
-            if rank > 0 and hit.found_score < LIST_SCORE_SHARE * hits[0].found_score:
                 continue
             (best, _), *_ = self.evidence.rank_sentences(question, [hit], "other")
             if rank > 0 and not (best.coverage >= LIST_COVERAGE or best.similarity >= LIST_SIMILARITY):

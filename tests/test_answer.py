@@ -457,33 +457,6 @@ def test_a_list_names_after_its_first_paper_only_papers_both_retrievers_found(ma
     assert written is not None and second.title not in {c.title for c in written[1]}
 
 
-def test_a_list_names_after_its_first_paper_only_papers_scored_near_it(make_engine):
-    from dataclasses import replace
-
-    from rag.tuning import LIST_SCORE_SHARE
-
-    engine = make_engine()
-    question = "any papers on speculative decoding with draft models?"
-    hits = engine.retriever.retrieve(question, 8)
-
-    def listed(hits: list) -> set[str]:
-        written = engine.planner.written.list_papers(hits, question)
-        assert written is not None
-        return {c.title for c in written[1]}
-
-    second = next(h for h in hits[1:] if h.title in listed(hits))
-    # The same papers, with the second's fused score at the share of the first's, then just under it.
-    at = [replace(h, score=LIST_SCORE_SHARE * hits[0].score) if h is second else h for h in hits]
-    assert second.title in listed(at)
-    under = [replace(h, score=LIST_SCORE_SHARE * hits[0].score * 0.99) if h is second else h for h in hits]
-    assert second.title not in listed(under)
-    # The bonus a named first paper gets does not raise the bar: "papers like <first>?" still lists
-    # the second.
-    bonus = hits[0].score
-    named = [replace(h, score=h.score + bonus, title_score=bonus, named=True) if h is hits[0] else h for h in hits]
-    assert second.title in listed(named)
-
-
 def test_a_comparison_gets_one_quoted_row_per_named_paper(make_engine):
     engine = make_engine()
     answer = engine.ask("cacheblend vs turborag, which cuts TTFT more?")
