@@ -212,7 +212,14 @@ class FollowUps:
             not _QUESTION_WORD.search(question)  # a fragment: "decoding?", "on yi-9b?"
             or (previous is not None and not _DEFINES.search(question)
                 and focus <= _words(content_terms(" ".join(h.text for h in previous.subject))))
-            or any(h.paper_id in ids for h in hits) or not self.gate.relevant(question, hits))
+            or any(h.paper_id in ids for h in hits) or not self.gate.relevant(question, hits)
+            # Nor one that asks only which thing ("which gpus?", "what hardware?"): it has no topic
+            # besides what it asks for, which any paper that names such things would match. Session
+            # 18: no change on the 1,767 chosen-on questions; of a reviewer's 81 labelled follow-ups
+            # 7 changed, each to the conversation's paper: 5 abstentions now name it, and 2 answers
+            # quoted from another paper (SARATHI's "A100 GPU" for JRT) now abstain.
+            or previous is not None and grounding.asks_which(question)
+            and focus <= _words(content_terms(grounding.asked_phrase(question))))
         if previous is not None and previous.subject and not named and wanted.kind == "fact" and (
                 _CONTINUES.search(question) or REFERS_BACK.search(question) or short):
             hits = previous.subject + [h for h in hits if h.paper_id not in ids]

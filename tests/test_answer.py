@@ -622,6 +622,18 @@ def test_a_follow_up_with_no_topic_of_its_own_stays_with_the_conversation(make_e
     assert not engine.followups.turn("what is pruning?", critiprefill).followup
 
 
+def test_a_follow_up_asking_only_which_thing_stays_with_the_conversation(make_engine):
+    engine = make_engine()
+    # CacheBlend's abstract never says "GPU"; SARATHI's names one. "which gpus?" still asks about CacheBlend.
+    previous = engine.followups.turn("explain cacheblend", None)
+    turn = engine.followups.turn("which gpus?", previous)
+    assert turn.followup and turn.subject[0].title.startswith("CacheBlend")
+    assert engine.planner.plan(turn.question, turn).kind == "near-miss"
+    # A which-question with a topic besides what it asks for is a question of its own.
+    turn = engine.followups.turn("which gpus does SARATHI use for LLaMA-13B?", previous)
+    assert not turn.followup and turn.subject[0].title.startswith("SARATHI")
+
+
 def test_a_follow_up_asking_which_thing_is_answered_by_the_sentence_that_names_one(make_engine):
     # The abstract never says "hardware": it names the H100 and the Ascend 910B2.
     engine = make_engine()
