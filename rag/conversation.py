@@ -33,6 +33,8 @@ _OPENER = re.compile(rf"^\W*(?:(?:{_LEADS})\b\W*)*(?:(?:what|how)\s+about\b)?", 
 _CONTINUES = re.compile(rf"^\W*({_LEADS}|what about|how about|same|vs\.?|versus|compared)\b", re.I)
 # "what is pruning?", "what are draft models?": a question for what a thing is, not a detail of
 # the conversation's paper ("what is the batch size?", "what is its speedup?").
+#: Words that say "a kind of" ("what kind of hardware?"), not what kind.
+_KIND = frozenset(content_terms("kind kinds sort sorts type types"))
 _DEFINES = re.compile(r"^\W*(?:what|who)(?:'s|\s+(?:is|are))\s+(?!(?:the|its?|their|this|that|they)\b)", re.I)
 # A fragment that opens with a preposition ("and on weatherbench?", "what about for llama 13b?",
 # "also, on h100?"), and a setting phrase of a question ("on Moving MNIST", "for LLaMA-13B").
@@ -213,13 +215,16 @@ class FollowUps:
             or (previous is not None and not _DEFINES.search(question)
                 and focus <= _words(content_terms(" ".join(h.text for h in previous.subject))))
             or any(h.paper_id in ids for h in hits) or not self.gate.relevant(question, hits)
-            # Nor one that asks only which thing ("which gpus?", "what hardware?"): it has no topic
-            # besides what it asks for, which any paper that names such things would match. Session
-            # 18: no change on the 1,767 chosen-on questions; of a reviewer's 81 labelled follow-ups
-            # 7 changed, each to the conversation's paper: 5 abstentions now name it, and 2 answers
-            # quoted from another paper (SARATHI's "A100 GPU" for JRT) now abstain.
-            or previous is not None and grounding.asks_which(question)
-            and focus <= _words(content_terms(grounding.asked_phrase(question))))
+            # And one that asks only which thing ("which gpus?", "what kind of hardware?"): it has
+            # no topic besides the one word for what it asks, which any paper that names such things
+            # would match. Not "what diffusion models?" or "which vision transformers?": a word every
+            # question has, or two words, make a topic (asked_terms). Session 18: no change on the
+            # 1,767 chosen-on questions; on two reviewers' labelled conversations (207, written before
+            # they saw this rule) 21 changed, none for the worse: abstentions now name the
+            # conversation's paper, and answers quoted from another paper ("A100 GPU" from SARATHI for
+            # CacheBlend or FastKV) now abstain.
+            or (previous is not None and not _DEFINES.search(question) and grounding.asks_which(question)
+                and len(focus - _KIND) == 1 and focus - _KIND <= _words(grounding.asked_terms(question))))
         if previous is not None and previous.subject and not named and wanted.kind == "fact" and (
                 _CONTINUES.search(question) or REFERS_BACK.search(question) or short):
             hits = previous.subject + [h for h in hits if h.paper_id not in ids]

@@ -629,9 +629,14 @@ def test_a_follow_up_asking_only_which_thing_stays_with_the_conversation(make_en
     turn = engine.followups.turn("which gpus?", previous)
     assert turn.followup and turn.subject[0].title.startswith("CacheBlend")
     assert engine.planner.plan(turn.question, turn).kind == "near-miss"
-    # A which-question with a topic besides what it asks for is a question of its own.
-    turn = engine.followups.turn("which gpus does SARATHI use for LLaMA-13B?", previous)
-    assert not turn.followup and turn.subject[0].title.startswith("SARATHI")
+    assert engine.followups.turn("what kind of hardware?", previous).followup
+    # A which-question with a topic of its own starts anew: a word every question has ("models"),
+    # two words, or one that asks what a thing is.
+    slope = engine.followups.turn("tell me about SLoPe", None)
+    for question in ("what diffusion models?", "which vision transformers?"):
+        assert not engine.followups.turn(question, slope).followup, question
+    critiprefill = engine.followups.turn("what does CritiPrefill do?", None)
+    assert not engine.followups.turn("what is pruning, which models?", critiprefill).followup
 
 
 def test_a_follow_up_asking_which_thing_is_answered_by_the_sentence_that_names_one(make_engine):
