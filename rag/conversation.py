@@ -31,10 +31,10 @@ _OPENER = re.compile(rf"^\W*(?:(?:{_LEADS})\b\W*)*(?:(?:what|how)\s+about\b)?", 
 # A question that opens like this continues the conversation ("and for decoding?", "what about
 # memory?"); chosen on the dev split's follow-ups, with REFERS_BACK below.
 _CONTINUES = re.compile(rf"^\W*({_LEADS}|what about|how about|same|vs\.?|versus|compared)\b", re.I)
-# "what is pruning?", "what are draft models?": a question for what a thing is, not a detail of
-# the conversation's paper ("what is the batch size?", "what is its speedup?").
 #: Words that say "a kind of" ("what kind of hardware?"), not what kind.
 _KIND = frozenset(content_terms("kind kinds sort sorts type types"))
+# "what is pruning?", "what are draft models?": a question for what a thing is, not a detail of
+# the conversation's paper ("what is the batch size?", "what is its speedup?").
 _DEFINES = re.compile(r"^\W*(?:what|who)(?:'s|\s+(?:is|are))\s+(?!(?:the|its?|their|this|that|they)\b)", re.I)
 # A fragment that opens with a preposition ("and on weatherbench?", "what about for llama 13b?",
 # "also, on h100?"), and a setting phrase of a question ("on Moving MNIST", "for LLaMA-13B").
@@ -221,8 +221,8 @@ class FollowUps:
             # question has, or two words, make a topic (asked_terms). Session 18: no change on the
             # 1,767 chosen-on questions; on two reviewers' labelled conversations (207, written before
             # they saw this rule) 21 changed, none for the worse: abstentions now name the
-            # conversation's paper, and answers quoted from another paper ("A100 GPU" from SARATHI for
-            # CacheBlend or FastKV) now abstain.
+            # conversation's paper, not SARATHI, and answers quoted from another paper (SARATHI's
+            # "A100 GPU" for FastKV) now abstain.
             or (previous is not None and not _DEFINES.search(question) and grounding.asks_which(question)
                 and len(focus - _KIND) == 1 and focus - _KIND <= _words(grounding.asked_terms(question))))
         if previous is not None and previous.subject and not named and wanted.kind == "fact" and (
