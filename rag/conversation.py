@@ -16,7 +16,7 @@ from .intent import asked_clause, function_word, intent, language, spell_out
 from .llm import LLMError, Message
 from .retrieve import Hit, HybridRetriever, KeywordIndex
 from .settings import Settings
-from .text import content_terms, mentions, name_forms, question_names, short_name, squash, word_grams
+from .text import content_terms, mentions, name_forms, question_names, short_name, squash, whole_name, word_grams
 from .tuning import ELLIPSIS_TERMS
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class Translator:
         found = re.sub(r"(?<=\d)\.\s+(?=\d)", ".", found)  # "Qwen2. 5-1M": the model's tokens split a name
         for name in name_forms(found):  # one the original does not hold was made up
             if not mentions(name, original):
-                found = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", " ", found)
+                found = re.sub(whole_name(name), " ", found)
         # A name the translation lost would lose the paper: keep every name of the original, and
         # every word the collection uses in only a few chunks, which is how a name typed in lower
         # case looks ("minference", "prodiff"); the language's own words are not in its vocabulary,
@@ -139,8 +139,7 @@ def as_written(translation: str, names: list[str]) -> str:
     as the user wrote it wherever the model wrote the same word in another case: "SPEED"
     translated as "the speed framework" is no longer a name."""
     for name in names:
-        translation = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", name.replace("\\", r"\\"), translation,
-                             flags=re.I)
+        translation = re.sub(whole_name(name), name.replace("\\", r"\\"), translation, flags=re.I)
     return translation
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .citations import TermWeights, support
-from .text import NAME, PROPER, content_terms, mentions, name_forms, squash, whole_words, word_grams
+from .text import NAME, PROPER, content_terms, mentions, name_forms, squash, whole_name, whole_words, word_grams
 from .tuning import (
     ANCHORED_COVERAGE,
     ASKED_MAX_WORDS,
@@ -339,7 +339,7 @@ def is_echo(answer: str, question: str, subject: str = "") -> bool:
 def without_names(text: str, names: list[str]) -> str:
     """``text`` without the given names, written in any case ("qwen2.5-1m")."""
     for name in sorted(names, key=len, reverse=True):
-        text = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", " ", text, flags=re.I)
+        text = re.sub(whole_name(name), " ", text, flags=re.I)
     return text
 
 

@@ -40,6 +40,7 @@ from .text import (
     squash,
     tokenize,
     used_as_word,
+    whole_name,
 )
 from .tuning import (
     COMMON_DF,
@@ -481,7 +482,7 @@ class HybridRetriever:
             return index.common(name) and name in english()
 
         def written(name: str, text: str) -> bool:
-            return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) is not None
+            return re.search(whole_name(name), text) is not None
 
         return any(written(n, query) and sum(written(n, h.text) for h in hits) <= NAME_MAX_TITLES
                    for n in capitalised_names(hit.title, hit.text, ordinary))

@@ -253,6 +253,12 @@ _DETERMINER = re.compile(r"\b(?:a|an|the|this|that|these|those|what|which|whatev
                          r"their|our|his|her|my|your)\s+$", re.I)
 
 
+def whole_name(name: str) -> str:
+    """A pattern for ``name`` as a whole word: not inside a longer word or hyphenated name
+    ("KV" not in "KV-Runahead")."""
+    return rf"(?<![\w-]){re.escape(name)}(?![\w-])"
+
+
 def used_as_word(name: str, question: str) -> bool:
     """Whether a one-word name ("KIND", "SCOPE") is used in ``question`` only as an ordinary word:
     in lower case, after a determiner and before "of". "What kind of task ...?" does not call the
@@ -260,7 +266,7 @@ def used_as_word(name: str, question: str) -> bool:
     Grammar, not a word list."""
     if not name.isalpha():
         return False
-    found = list(re.finditer(rf"(?<![\w-]){re.escape(name)}(?![\w-])", question, re.I))
+    found = list(re.finditer(whole_name(name), question, re.I))
     return bool(found) and all(
         m.group().islower() and _DETERMINER.search(question[:m.start()]) is not None
         and re.match(r"\s+of\b", question[m.end():], re.I) is not None
