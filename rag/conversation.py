@@ -209,21 +209,22 @@ class FollowUps:
         # A question with no word of its own ("which models?") or only words the conversation's
         # paper uses ("what gpu?" of a paper run on a 2080Ti GPU) asks about that paper; one that
         # asks what a thing is ("what is pruning?") is a topic of its own.
+        # So does one that asks only which thing ("which gpus?", "what kind of hardware?"): it has
+        # no topic besides the one word for what it asks, which any paper that names such things
+        # would match. Not "what diffusion models?" or "which vision transformers?": a word every
+        # question has, or two words, make a topic (asked_terms). Session 18: no change on the
+        # 1,767 chosen-on questions; on two reviewers' labelled conversations (207, written before
+        # they saw this rule) 21 changed, none for the worse: abstentions now name the
+        # conversation's paper, not SARATHI, and answers quoted from another paper (SARATHI's
+        # "A100 GPU" for FastKV) now abstain.
+        asked = focus - _KIND
         short = len(focus) <= ELLIPSIS_TERMS and (
             not _QUESTION_WORD.search(question)  # a fragment: "decoding?", "on yi-9b?"
             or (previous is not None and not _DEFINES.search(question)
-                and focus <= _words(content_terms(" ".join(h.text for h in previous.subject))))
-            or any(h.paper_id in ids for h in hits) or not self.gate.relevant(question, hits)
-            # And one that asks only which thing ("which gpus?", "what kind of hardware?"): it has
-            # no topic besides the one word for what it asks, which any paper that names such things
-            # would match. Not "what diffusion models?" or "which vision transformers?": a word every
-            # question has, or two words, make a topic (asked_terms). Session 18: no change on the
-            # 1,767 chosen-on questions; on two reviewers' labelled conversations (207, written before
-            # they saw this rule) 21 changed, none for the worse: abstentions now name the
-            # conversation's paper, not SARATHI, and answers quoted from another paper (SARATHI's
-            # "A100 GPU" for FastKV) now abstain.
-            or (previous is not None and not _DEFINES.search(question) and grounding.asks_which(question)
-                and len(focus - _KIND) == 1 and focus - _KIND <= _words(grounding.asked_terms(question))))
+                and (focus <= _words(content_terms(" ".join(h.text for h in previous.subject)))
+                     or grounding.asks_which(question) and len(asked) == 1
+                     and asked <= _words(grounding.asked_terms(question))))
+            or any(h.paper_id in ids for h in hits) or not self.gate.relevant(question, hits))
         if previous is not None and previous.subject and not named and wanted.kind == "fact" and (
                 _CONTINUES.search(question) or REFERS_BACK.search(question) or short):
             hits = previous.subject + [h for h in hits if h.paper_id not in ids]
