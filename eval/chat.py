@@ -8,7 +8,8 @@
     paperchat eval --chat --split fresh8   # another (session 15): aggregates only
     paperchat eval --chat --split fresh9   # another (session 16): aggregates only
     paperchat eval --chat --split fresh10  # another (session 17): aggregates only
-    paperchat eval --chat --split fresh11  # the latest (session 18): aggregates only
+    paperchat eval --chat --split fresh11  # another (session 18): aggregates only
+    paperchat eval --chat --split fresh12  # the latest (session 19): aggregates only
     paperchat eval --chat --split fresh3   # a retired one (fresh .. fresh5): per question, like dev
 
 `eval/questions-chat.jsonl` was written by helpers who saw the abstracts but not the engine's code
@@ -83,6 +84,13 @@ and half-remembering names; a sceptical peer reviewer probing baselines, benchma
 compact run-on sentences) wrote the "fresh11" split (150 questions, AF-* and AG-*, all nine styles), and a
 third (a data scientist typing on a phone, with autocorrect errors and mixed languages) wrote 75 dev questions
 (AH-*, all nine styles).
+
+Session 19 too: two helpers (a first-year PhD student asking how methods work in their own words and chaining
+follow-ups with "it", "they", "their approach"; an ML platform engineer choosing what to deploy, terse, asking
+for hardware, memory, throughput, lists and comparisons) wrote the "fresh12" split (150 questions, AI-* and AJ-*,
+all nine styles), and a third (a careful reader who is no native English speaker, with grammar slips and whole
+questions in Spanish, Italian, Korean, Turkish, Vietnamese or Dutch) wrote 75 dev questions (AK-*, all nine
+styles).
 """
 
 from __future__ import annotations
@@ -108,9 +116,9 @@ STYLES = ("casual", "described", "list", "compare", "followup-pronoun", "followu
           "near-miss", "absent")
 UNANSWERABLE_STYLES = {"near-miss", "absent"}
 SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9",
-          "fresh10", "fresh11")
+          "fresh10", "fresh11", "fresh12")
 #: Splits reported as aggregates only: nothing is chosen on them.
-FROZEN = ("test", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10", "fresh11")
+FROZEN = ("test", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10", "fresh11", "fresh12")
 #: Splits that were frozen until session 13 and are used for choosing, as dev is, from session 14: a rule
 #: is priced on 1,467 questions from many writers instead of the 715 dev rows that earlier rules were
 #: fitted to. Their results up to session 13 (eval/CHANGELOG.md) were measured while they were frozen.
