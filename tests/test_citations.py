@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from rag.citations import Source, attribute
+from rag.citations import Source, attribute, support
+from rag.text import content_terms
 
 SOURCES = [
     Source(1, "p-npu", "mllm-NPU", "mllm-NPU achieves 22.4x faster prefill speed. It uses the phone NPU.",
@@ -53,3 +54,10 @@ def test_several_markers_and_marker_after_full_stop():
 
 def test_no_sources_means_no_citations():
     assert attribute("Anything at all [1].", []) == ("", [])
+
+
+def test_a_compound_holds_its_word_with_or_without_the_hyphen():
+    asked = content_terms("prefill speedup")
+    assert support(asked, "It speeds up pre-filling: a speed-up of 2.9x.") == 1.0
+    assert support(asked, "It speeds up pre-filling by 2.9x.") == 0.5  # "speeds up" is not "speedup"
+    assert support(asked, "It speeds up decoding by 2.9x.") == 0.0
