@@ -146,8 +146,11 @@ def sides(question: str) -> list[str]:
     return parts if len(parts) >= 2 and all(parts) else []
 
 
-# Where a question's clauses part: after "?", ".", ";", ":" or ",", and around a dash.
-_CLAUSE_BREAK = re.compile(r"(?<=[?.;:,])\s+|\s+[-\u2013\u2014]+\s+")
+# Where a question's clauses part: after "?", ".", ";", ":" or ",", and around a dash; its sentences
+# part the same way, but not at a comma.
+_DASH_BREAK = r"\s+[-\u2013\u2014]+\s+"
+_CLAUSE_BREAK = re.compile(rf"(?<=[?.;:,])\s+|{_DASH_BREAK}")
+_SENTENCE_BREAK = re.compile(rf"(?<=[?.;:])\s+|{_DASH_BREAK}")
 _ASKING = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:by\s+)?(?P<word>how|what|what['\u2019]s|whats|which|who|whose|when|"
                      r"where|why|does|do|did|is|are|was|were|can|could)\b", re.I)
 # After a comma, "which", "who", "when" ... usually open a relative clause ("..., which matters for
@@ -174,6 +177,14 @@ def asked_clause(question: str) -> str:
         if opener and (not after_comma or opener["word"].casefold() in _OPENS_AFTER_COMMA) and len(rest.split()) >= 2:
             return rest
     return question
+
+
+def last_sentence(question: str) -> str:
+    """The last sentence (or part after a dash) of a question that has several: "the paper that
+    clusters keys ahead of time. How big a speedup did they get?" -> "How big a speedup did they
+    get?". "" when it has one."""
+    parts = [p for p in _SENTENCE_BREAK.split(question.strip()) if p.strip()]
+    return parts[-1] if len(parts) > 1 else ""
 
 
 # Where a question asks a second thing: "how many steps does it need and is it faster than real

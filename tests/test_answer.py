@@ -744,3 +744,17 @@ def test_which_specific_thing_needs_a_sentence_that_names_one(make_engine):
     question = "Which hardware runs the AlgoPerf benchmark workloads?"
     plan = engine.planner.plan(question, engine.followups.turn(question, None))
     assert plan.kind == "fact" and "fixed hardware" in plan.answering[0][0].text
+
+
+def test_a_described_paper_is_asked_its_last_sentence_as_if_it_were_named(make_engine):
+    # The description finds Squeezed Attention; its words are not those of the sentence with the
+    # speedup, which holds what the last sentence asks.
+    described = ("the method that clusters the keys of the fixed context offline with k-means and compares the "
+                 "query tokens with the centroids. ")
+    engine = make_engine("It achieves more than 4x speedups during both the prefill and generation phases [1].")
+    answer = engine.ask(described + "How big a speedup did they get?")
+    assert not answer.abstained and "4x" in answer.text
+    assert [c.title for c in answer.citations] == ["Squeezed Attention: Accelerating Long Context Length LLM Inference"]
+    # The same description asking what the abstract does not say still abstains.
+    answer = make_engine().ask(described + "Which GPU did they use?")
+    assert answer.abstained
