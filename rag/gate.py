@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 from .citations import support
-from .lexicon import Lexicon
 from .retrieve import Hit, HybridRetriever
 from .settings import Settings
 from .text import content_terms, mentions, name_forms, name_slots, question_names, squash, word_grams
@@ -20,14 +19,6 @@ class RelevanceGate:
     def __init__(self, settings: Settings, retriever: HybridRetriever) -> None:
         self.settings = settings
         self.retriever = retriever
-        self._lexicon: Lexicon | None = None
-
-    def lexicon(self) -> Lexicon:
-        """The words that are no names, built on first use (the collection's words are the index's)."""
-        index = self.retriever.term_weights()  # retrieval has just checked the store
-        if self._lexicon is None or self._lexicon.index is not index:
-            self._lexicon = Lexicon(index)
-        return self._lexicon
 
     def relevant(self, question: str, hits: list[Hit], strict_names: bool = True) -> bool:
         """Whether retrieval found anything worth answering from. ``strict_names`` False (a
@@ -57,7 +48,7 @@ class RelevanceGate:
         if strict_names:
             names = question_names(question)
             if slots := name_slots(question):
-                lexicon = self.lexicon()
+                lexicon = self.retriever.lexicon()  # over the index retrieval has just checked
                 names += [w for w in slots if not lexicon.is_word(w)]
         else:
             names = name_forms(question)

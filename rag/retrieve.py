@@ -27,7 +27,7 @@ from llama_index.core import VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from .corpus import stored_body
-from .lexicon import english
+from .lexicon import Lexicon, english
 from .settings import Settings
 from .store import Store
 from .text import (
@@ -354,6 +354,7 @@ class HybridRetriever:
         self._index = VectorStoreIndex.from_vector_store(store.vector_store, embed_model=embed_model)
         self._keywords: KeywordIndex | None = None
         self._keywords_stamp: str | None = None
+        self._lexicon: Lexicon | None = None
         self._lock = threading.Lock()
         self._rebuilding: threading.Thread | None = None
 
@@ -393,6 +394,14 @@ class HybridRetriever:
         """The keyword index as of the last check, for term rarity (idf) within one question:
         ``retrieve`` has just checked the store's stamp, so no second read is needed."""
         return self._keywords if self._keywords is not None else self.keyword_index()
+
+    def lexicon(self, index: KeywordIndex | None = None) -> Lexicon:
+        """The words that are no names, over ``index`` (by default :meth:`term_weights`), built once
+        per index: it keeps what it has found out about each word."""
+        index = self.term_weights() if index is None else index
+        if self._lexicon is None or self._lexicon.index is not index:
+            self._lexicon = Lexicon(index)
+        return self._lexicon
 
     def _build(self, stamp: str) -> KeywordIndex:
         """Index the store and save the index for the next start."""

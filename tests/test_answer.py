@@ -697,7 +697,7 @@ def test_a_word_where_a_name_goes_is_a_name_when_it_is_no_word(make_engine):
     assert engine.gate.unknown_name("how many decoding heads does medusa use?", hits)
     assert engine.gate.unknown_name("what speedup does mooncake's scheduler give?", hits)
     # An ordinary word there, typed wrong or inflected, is no name; nor is the collection's own word.
-    lexicon = engine.gate.lexicon()
+    lexicon = engine.retriever.lexicon()
     assert all(lexicon.is_word(w) for w in ("savngs", "duplicating", "tweak", "transfomer-lite", "llms"))
     assert not any(lexicon.is_word(w) for w in ("medusa", "mooncake", "tensorrt-llm"))
     assert not engine.gate.unknown_name("what speedup does their method give?", hits)
