@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from .embedding import TOKENIZER_PATH
 from .text import tokenize
-from .tuning import WORD_CUTOFF
+from .tuning import FOREIGN_MIN_SHARE, FOREIGN_MIN_WORDS, WORD_CUTOFF
 
 if TYPE_CHECKING:  # the index imports the dictionary below
     from .retrieve import KeywordIndex
@@ -51,6 +51,16 @@ class Lexicon:
         if self.index.known(word):
             return True
         return all(self._part_is_word(part) for part in re.split(r"[-_]", word.lower()) if part)
+
+    def reads_foreign(self, text: str) -> bool:
+        """Whether a text in Latin letters is in a language whose function words
+        :func:`rag.intent.language` does not know (Dutch, Turkish, Vietnamese, ...): FOREIGN_MIN_WORDS
+        or more of its words of four letters or more, and FOREIGN_MIN_SHARE of them, are no words
+        (Dutch "welke", "getest"; Turkish "kadar"). Casual English, with its typos and the names
+        of systems the collection does not hold, has fewer."""
+        words = re.findall(r"[^\W\d_]{4,}", text)
+        foreign = sum(not self.is_word(w) for w in words)
+        return foreign >= FOREIGN_MIN_WORDS and foreign >= FOREIGN_MIN_SHARE * len(words)
 
     def _part_is_word(self, part: str) -> bool:
         if (found := self._parts.get(part)) is None:

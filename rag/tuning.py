@@ -60,6 +60,14 @@ ELLIPSIS_TERMS = 2
 #: A question is in another language when it uses at least this many of that language's function
 #: words, and more than of English's. Dev split (issue 13), other-language questions.
 LANGUAGE_MIN_WORDS = 2
+#: A Latin-script question in none of those languages is in another when this many of its words of
+#: four letters or more, and this share of them, are no English words nor the collection's
+#: (lexicon.Lexicon.reads_foreign). Chosen on dev and the retired splits (1,842 questions; 1,846 of
+#: their turns read as English): at 3 and 0.4 it finds all 8 in Dutch, Turkish, Vietnamese or
+#: Italian that were read as English, and no English one; at 2 words it took 1-4 English ones
+#: ("medusa heads speedup on vicuna 7b?"); shares 0.3-0.5 at 3 words made no difference.
+FOREIGN_MIN_WORDS = 3
+FOREIGN_MIN_SHARE = 0.4
 
 # ----- does a sentence answer (rag/grounding.py) -------------------------------------------------
 #: An answer with fewer new content words than this, and no new figure, only repeats the question

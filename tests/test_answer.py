@@ -284,6 +284,21 @@ def test_non_english_question_is_translated_for_retrieval_and_answered(make_engi
     assert len(engine.llm.calls) == 3
 
 
+def test_a_question_in_a_language_without_a_word_list_is_translated_too(make_engine):
+    # Dutch and Turkish share no function words with the languages intent.language knows; their
+    # words are no English words, so the question is translated all the same.
+    for question in ("Hoe snel is het voorvullen van mllm-NPU op de telefoon, welke snelheid halen ze?",
+                     "mllm-NPU telefonda prefill hızı ne kadar, saniyede kaç token işleyebiliyor?"):
+        engine = make_engine("How fast is the prefill of mllm-NPU?", REPLY)
+        answer = engine.ask(question)
+        assert answer.language == "other" and engine.llm.calls[0][-1]["content"] == question
+        assert not answer.abstained and answer.citations[0].title.startswith("Empowering")
+    # Casual English with a typo and a name the collection does not hold stays English.
+    engine = make_engine()
+    for question in ("medusa heads speedup on vicuna 7b?", "mllm npu prefil speed on the phnoe?"):
+        assert engine.translator.english(question) == (question, "en") and engine.llm.calls == []
+
+
 def test_a_translation_that_drops_a_name_keeps_it(make_engine):
     engine = make_engine("How fast is the prefill?", REPLY)
     answer = engine.ask("Quelle est la vitesse de préremplissage de mllm-NPU ?")
