@@ -72,6 +72,10 @@ class Lexicon:
     def _spelt_as_word(self, part: str) -> bool:
         if len(part) < 4 or not part.isalpha() or part in self._known:
             return True  # too short to tell, or it has digits: other checks read those as names
+        # British spellings: "summarise", "optimised", "behaviour" (the dictionary is American).
+        american = re.sub(r"is(e[ds]?|ing|ations?)$", r"iz\1", part).replace("our", "or")
+        if american != part and self._spelt_as_word(american):
+            return True
         stems = [part[:-len(end)] + back for end, back in _INFLECTIONS if part.endswith(end)]
         if any(len(stem) >= 3 and (stem in self._known or self.index.known(stem)) for stem in stems):
             return True  # "duplicating", "llms"
