@@ -84,7 +84,7 @@ class Translator:
         (names and figures kept as written); translations are cached. With ``translate`` False,
         or when the model fails, a question not translated before is used as written."""
         lang = language(question)
-        if lang == "en" and self.retriever.lexicon(self.retriever.keyword_index()).reads_foreign(question):
+        if lang == "en" and self.retriever.lexicon().reads_foreign(question):
             lang = "other"  # Latin letters, but not English: translated like any other language
         if lang == "en":
             return question, lang

@@ -8,7 +8,7 @@ import re
 from .citations import support
 from .retrieve import Hit, HybridRetriever
 from .settings import Settings
-from .text import content_terms, first_slot, mentions, name_forms, name_slots, question_names, squash, word_grams
+from .text import content_terms, mentions, name_forms, name_slots, question_names, squash, word_grams
 from .tuning import GATE_SHARED_TERMS, GATE_SUPPORT, LONG_NAME, UNKNOWN_NAME_MIN
 
 
@@ -47,15 +47,7 @@ class RelevanceGate:
         a word where a name goes that is no word ("how many heads does medusa use?") is a name too."""
         if strict_names:
             names = question_names(question)
-            slots = name_slots(question)
-            # "medusa decoding heads: how big is the speedup?": a first word that is no word is the
-            # name of what is asked about, unless the question names a paper ("tldr prodiff?").
-            # Dev and the retired splits (1,767, model-free planner): abstained 436 -> 439 of 484,
-            # all three absent systems, answers unchanged. Of their 1,846 English turns, every first
-            # word that is no word was a name (13, most of absent systems) or Italian, now translated.
-            if not any(h.named for h in hits) and (first := first_slot(question)):
-                slots.append(first)
-            if slots:
+            if slots := name_slots(question):
                 lexicon = self.retriever.lexicon()  # over the index retrieval has just checked
                 names += [w for w in slots if not lexicon.is_word(w)]
         else:
@@ -66,18 +58,13 @@ class RelevanceGate:
         if not names:
             return False
         text = " ".join(f"{h.title} {h.text}" for h in hits)
-        evidence, squashed, asked = word_grams(text), squash(text), squash(question)
+        evidence, squashed = word_grams(text), squash(text)
 
         def found(name: str) -> bool:
             # A long name with digits may sit inside a longer one ("Llama-3.1-70B-Instruct").
             if len(squash(name)) >= LONG_NAME and re.search(r"\d", name) and squash(name) in squashed:
                 return True
             if mentions(name, evidence) or mentions(name.rstrip("s"), evidence):
-                return True
-            # A name typed as two words ("tetri infer" for TetriInfer): the start of a word of the
-            # evidence that the question goes on to spell. Letters only: with digits, "phi-3 mini"
-            # found Phi-3-mini and a near miss was answered by the sentence naming it (dev, AH-067).
-            if name.isalpha() and any(g.startswith(squash(name)) and g in asked for g in evidence):
                 return True
             # LaTeX left in scraped abstracts writes a resolution "512x512" as "512times512".
             if re.fullmatch(r"\d+x\d+", name, re.I) and mentions(re.sub("x", "times", name, flags=re.I), evidence):

@@ -147,10 +147,10 @@ def sides(question: str) -> list[str]:
 
 
 # Where a question's clauses part: after "?", ".", ";", ":" or ",", and around a dash; its sentences
-# part the same way, but not at a comma.
+# part the same way, but not at a comma nor after "vs.", "e.g." or "i.e.".
 _DASH_BREAK = r"\s+[-\u2013\u2014]+\s+"
 _CLAUSE_BREAK = re.compile(rf"(?<=[?.;:,])\s+|{_DASH_BREAK}")
-_SENTENCE_BREAK = re.compile(rf"(?<=[?.;:])\s+|{_DASH_BREAK}")
+_SENTENCE_BREAK = re.compile(rf"(?<=[?.;:])(?<!vs\.)(?<!e\.g\.)(?<!i\.e\.)\s+|{_DASH_BREAK}")
 _ASKING = re.compile(r"(?:and\s+|so\s+|but\s+)?(?:by\s+)?(?P<word>how|what|what['\u2019]s|whats|which|who|whose|when|"
                      r"where|why|does|do|did|is|are|was|were|can|could)\b", re.I)
 # After a comma, "which", "who", "when" ... usually open a relative clause ("..., which matters for
@@ -180,9 +180,9 @@ def asked_clause(question: str) -> str:
 
 
 def last_sentence(question: str) -> str:
-    """The last sentence (or part after a dash) of a question that has several: "the paper that
-    clusters keys ahead of time. How big a speedup did they get?" -> "How big a speedup did they
-    get?". "" when it has one."""
+    """The last sentence (or part after a colon, semicolon or dash) of a question that has several:
+    "the paper that clusters keys ahead of time. How big a speedup did they get?" -> "How big a
+    speedup did they get?". "" when it has one."""
     parts = [p for p in _SENTENCE_BREAK.split(question.strip()) if p.strip()]
     return parts[-1] if len(parts) > 1 else ""
 

@@ -1,6 +1,7 @@
 """Which words are words: a lower-case "medusa" or "mooncake" in a question may be a system's
 name, but "savngs", "duplicating" or "tweak" is an ordinary word, typed or inflected. The relevance
-gate asks this of the words a question puts where a name goes (:func:`rag.text.name_slots`)."""
+gate asks this of the words a question puts where a name goes (:func:`rag.text.name_slots`), the
+translator whether a question in Latin letters is English at all."""
 
 from __future__ import annotations
 
@@ -55,12 +56,21 @@ class Lexicon:
     def reads_foreign(self, text: str) -> bool:
         """Whether a text in Latin letters is in a language whose function words
         :func:`rag.intent.language` does not know (Dutch, Turkish, Vietnamese, ...): FOREIGN_MIN_WORDS
-        or more of its words of four letters or more, and FOREIGN_MIN_SHARE of them, are no words
-        (Dutch "welke", "getest"; Turkish "kadar"). Casual English, with its typos and the names
-        of systems the collection does not hold, has fewer."""
-        words = re.findall(r"[^\W\d_]{4,}", text)
-        foreign = sum(not self.is_word(w) for w in words)
-        return foreign >= FOREIGN_MIN_WORDS and foreign >= FOREIGN_MIN_SHARE * len(words)
+        or more of its first 40 words of four letters or more, and FOREIGN_MIN_SHARE of them, are no
+        words (Dutch "welke", "getest"; Turkish "kadar"). Casual English, with its typos and a name
+        the collection does not hold, has fewer; English made mostly of such names ("kvquant kivi
+        gear zipcache: which compresses most?") reads as foreign, and is translated with its names
+        kept as written."""
+        words = re.findall(r"[^\W\d_]{4,}", text)[:40]  # the first words tell; a scan costs ~20 ms a word
+        needed = max(FOREIGN_MIN_WORDS, FOREIGN_MIN_SHARE * len(words))
+        # The exact tests first; a near spelling is asked only of the words left, while it can matter.
+        unsure = [w for w in words if not (self.index.known(w) or w.lower() in self._known)]
+        foreign = 0
+        for n, word in enumerate(unsure):
+            if foreign + len(unsure) - n < needed:
+                return False
+            foreign += not self.is_word(word)
+        return foreign >= needed
 
     def _part_is_word(self, part: str) -> bool:
         if (found := self._parts.get(part)) is None:
@@ -72,8 +82,8 @@ class Lexicon:
     def _spelt_as_word(self, part: str) -> bool:
         if len(part) < 4 or not part.isalpha() or part in self._known:
             return True  # too short to tell, or it has digits: other checks read those as names
-        # British spellings: "summarise", "optimised", "behaviour" (the dictionary is American).
-        american = re.sub(r"is(e[ds]?|ing|ations?)$", r"iz\1", part).replace("our", "or")
+        # British spellings: "summarise", "optimiser", "analysed", "colours" (the dictionary is American).
+        american = re.sub(r"our(s|ed|ing)?$", r"or\1", re.sub(r"(i|y)s(e[ds]?|ers?|ing|ations?)$", r"\1z\2", part))
         if american != part and self._spelt_as_word(american):
             return True
         stems = [part[:-len(end)] + back for end, back in _INFLECTIONS if part.endswith(end)]

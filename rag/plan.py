@@ -131,10 +131,14 @@ class Planner:
 
         # A question that describes its paper and then asks ("the paper that clusters keys ahead of
         # time ... - how big a speedup?") spends most of its words on the description, which found
-        # the paper; its last sentence says what it asks, and is held to the test of a question that
-        # names its paper (dev and the retired splits, 1,767 questions, model-free planner: answered
-        # 1,146 -> 1,150 of 1,283, one of the four with another figure of the right paper; abstained
-        # unchanged. The same at coverage 0.5).
+        # the paper (its only candidate, Evidence.candidates). Its last sentence says what it asks: a
+        # sentence of the paper that holds ANCHORED_COVERAGE of that sentence's own words answers it
+        # (over the whole sentence, looser than the words around a figure a named question is held
+        # to; translations included). A last sentence with no words of its own asks for a figure of
+        # its kind ("How big a speedup did they get?": states_asked_kind checks the kind), or for
+        # nothing a sentence can hold ("What did they find?"). Dev and the retired splits (1,767
+        # questions, model-free planner): answered 1,146 -> 1,150 of 1,283, one of the four with
+        # another figure of the right paper; abstained unchanged. The same at coverage 0.5.
         last = last_sentence(turn.focus_question) if not turn.followup else ""
         last_focus: dict[str, frozenset[str]] = {}
 
@@ -144,7 +148,9 @@ class Planner:
             if h.paper_id not in last_focus:
                 subject = " ".join([h.title, *self.retriever.own_names(h)])
                 last_focus[h.paper_id] = grounding.focus_terms(last, subject, wants=turn.wants)
-            return grounding.coverage(last_focus[h.paper_id], sc.text, index) >= ANCHORED_COVERAGE
+            focus = last_focus[h.paper_id]
+            return (bool(focus) or turn.wants == "figure") and \
+                grounding.coverage(focus, sc.text, index) >= ANCHORED_COVERAGE
 
         answering = [(sc, h) for sc, h in ranked
                      if ((grounding.answers(sc, turn.wants, (turn.followup or h.named) and lang == "en")

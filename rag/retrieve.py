@@ -395,13 +395,14 @@ class HybridRetriever:
         ``retrieve`` has just checked the store's stamp, so no second read is needed."""
         return self._keywords if self._keywords is not None else self.keyword_index()
 
-    def lexicon(self, index: KeywordIndex | None = None) -> Lexicon:
-        """The words that are no names, over ``index`` (by default :meth:`term_weights`), built once
-        per index: it keeps what it has found out about each word."""
-        index = self.term_weights() if index is None else index
-        if self._lexicon is None or self._lexicon.index is not index:
-            self._lexicon = Lexicon(index)
-        return self._lexicon
+    def lexicon(self) -> Lexicon:
+        """The words that are no names, over :meth:`term_weights` (an index one question old is
+        fine for that), built once per index: it keeps what it has found out about each word."""
+        index = self.term_weights()
+        with self._lock:
+            if self._lexicon is None or self._lexicon.index is not index:
+                self._lexicon = Lexicon(index)
+            return self._lexicon
 
     def _build(self, stamp: str) -> KeywordIndex:
         """Index the store and save the index for the next start."""

@@ -223,9 +223,9 @@ def question_names(question: str) -> list[str]:
 
 _WORD = r"[A-Za-z][\w.]*(?:-[\w.]+)*"
 # The places a question puts a name, whatever its case: a possessive ("mooncake's"), the subject
-# of does/did/do ("does medusa use"), each side of "vs". The first word is one only as
-# :func:`first_slot` says: chat openers ("Tldr", "Gimme", "Summarise") and typos are typed there too
-# (session 17's review).
+# of does/did/do ("does medusa use"), each side of "vs". The first word is no slot of its own (it
+# may still be a possessive): chat openers ("Tldr", "Gimme", "Summarise") and typos are capitalised
+# there too (session 17's review).
 _SLOTS = (re.compile(rf"(?<![\w-])({_WORD})['’]s\b"),
           re.compile(rf"\b(?:does|did|do)\s+({_WORD})\s+(?!of\b)[a-z]"),
           re.compile(rf"(?<![\w-])({_WORD})\s+(?:vs\.?|versus)\s"),
@@ -236,21 +236,6 @@ def name_slots(question: str) -> list[str]:
     """The words of ``question`` in the places a name goes, typed in any case: whether one is a name
     or an ordinary word is for the caller to decide (:class:`rag.lexicon.Lexicon`)."""
     return list(dict.fromkeys(m.group(1).rstrip(".") for slot in _SLOTS for m in slot.finditer(question)))
-
-
-# A first word followed by a word (not a function word: "tldr of", "gimme the"), a bracket, a colon or
-# a dash: "medusa decoding heads how big ...", "Medusa (multiple decoding heads) - ...", "Mooncake
-# kvcache-centric architecture: ...".
-_FIRST = re.compile(rf"\s*({_WORD})(?:\s*([(:\u2013\u2014]|\s-\s)|\s+([A-Za-z]+))")
-
-
-def first_slot(question: str) -> str:
-    """The first word of ``question`` when it stands where a subject's name goes (see _FIRST), else
-    "". An opener stands there too ("summarise prodiff"): the caller asks only of a question that
-    names no paper, and asks the lexicon whether it is a word."""
-    if (m := _FIRST.match(question)) and (m.group(2) or content_terms(m.group(3) or "")):
-        return m.group(1).rstrip(".")
-    return ""
 
 
 def word_grams(text: str) -> set[str]:

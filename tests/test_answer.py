@@ -714,27 +714,14 @@ def test_a_word_where_a_name_goes_is_a_name_when_it_is_no_word(make_engine):
     # An ordinary word there, typed wrong or inflected, is no name; nor is the collection's own word.
     lexicon = engine.retriever.lexicon()
     assert all(lexicon.is_word(w) for w in ("savngs", "duplicating", "tweak", "transfomer-lite", "llms",
-                                            "summarise", "optimised", "behaviour"))
+                                            "summarise", "optimiser", "analysed", "colours"))
     assert not any(lexicon.is_word(w) for w in ("medusa", "mooncake", "tensorrt-llm"))
     assert not engine.gate.unknown_name("what speedup does their method give?", hits)
     # Two letters swapped in a short word are a typo, not a name.
     assert not engine.gate.unknown_name("Waht's the speedup, and how does thier method cut memory?", hits)
-    # Only an English question's slots: a translation's words are the model's. Not an opener.
+    # Only an English question's slots: a translation's words are the model's. Not the first word.
     assert not engine.gate.unknown_name("what speedup does mooncake's scheduler give?", hits, False)
     assert not engine.gate.unknown_name("Tldr of the speedup?", hits)
-
-
-def test_a_first_word_that_is_no_word_names_what_is_asked_about(make_engine):
-    engine = make_engine()
-    for question in ("medusa decoding heads how big is the speedup vs normal decoding",
-                     "Mooncake kvcache-centric architecture: how much more throughput?",
-                     "Medusa (multiple decoding heads) - what speedup did they get?"):
-        assert engine.gate.unknown_name(question, engine.retrieve(question)), question
-    # Not an opener before a function word, nor one before a paper's name, nor a collection's
-    # word, nor a name typed as two words ("tetri infer" for TetriInfer).
-    for question in ("tldr of the kv cache compression papers?", "gimme the prefill speedup of mllm-npu",
-                     "tldr prodiff?", "prodiff how many denoising steps?", "tetri infer avg ttft reduction?"):
-        assert not engine.gate.unknown_name(question, engine.retrieve(question)), question
 
 
 def test_a_named_papers_own_digits_are_neither_an_unknown_name_nor_the_asked_figure(make_engine):
@@ -786,4 +773,8 @@ def test_a_described_paper_is_asked_its_last_sentence_as_if_it_were_named(make_e
     assert [c.title for c in answer.citations] == ["Squeezed Attention: Accelerating Long Context Length LLM Inference"]
     # The same description asking what the abstract does not say still abstains.
     answer = make_engine().ask(described + "Which GPU did they use?")
+    assert answer.abstained
+    # A last sentence with no words of its own asks nothing it could hold: a paper the collection
+    # does not have is not answered from another one.
+    answer = make_engine().ask("the paper that quantizes the kv cache to 2 bits on the phone npu. What did they find?")
     assert answer.abstained

@@ -150,8 +150,10 @@ def test_shorthand_is_spelt_out(question, spelt):
     ("A paper clusters keys ahead of time. How big a speedup did they get?", "How big a speedup did they get?"),
     ("paper that trains N:M-pruned LLMs from scratch - inference speedup on OPT-66B?", "inference speedup on OPT-66B?"),
     ("which work groups keys into clusters? how much smaller is the KV budget?", "how much smaller is the KV budget?"),
-    # One sentence, whatever its commas and hyphens: nothing.
+    # One sentence, whatever its commas, hyphens and abbreviations: nothing.
     ("the method that packs prompts, how much faster is it on llama-2?", ""),
+    ("medusa vs. hydra speedup?", ""),
+    ("the paper on compression (e.g. quantization) how much faster?", ""),
     ("how much faster is prefill?", ""),
 ])
 def test_the_last_sentence_of_a_question(question, last):

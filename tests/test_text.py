@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from rag.corpus import stored_body, stored_text
 from rag.text import (
     capitalised_names,
@@ -171,17 +169,3 @@ def test_names_keep_their_dots_and_lose_another_scripts_particles():
     # A count typed onto a name is not part of it; a name with a count inside is one name.
     assert "a100" in name_forms("sarathi-serve gain on 8xa100?") and "H100" in name_forms("on 4\u00d7H100")
     assert "8x7B" in name_forms("Mixtral 8x7B") and "speedup" not in name_forms("a 2xspeedup")
-
-
-@pytest.mark.parametrize(("question", "first"), [
-    ("medusa decoding heads how big is the speedup?", "medusa"),
-    ("Mooncake: how much more throughput?", "Mooncake"),
-    ("Medusa (multiple decoding heads) - what speedup?", "Medusa"),
-    ("tldr of the kv papers?", ""),  # a function word follows: an opener
-    ("gimme the speedup", ""),
-    ("medusa?", ""),
-])
-def test_the_first_word_as_a_names_place(question, first):
-    from rag.text import first_slot
-
-    assert first_slot(question) == first
