@@ -70,7 +70,9 @@ class Lexicon:
             if foreign + len(unsure) - n < needed:
                 return False
             foreign += not self.is_word(word)
-        return foreign >= needed
+            if foreign >= needed:
+                return True
+        return False
 
     def _part_is_word(self, part: str) -> bool:
         if (found := self._parts.get(part)) is None:

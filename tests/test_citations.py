@@ -56,7 +56,7 @@ def test_no_sources_means_no_citations():
     assert attribute("Anything at all [1].", []) == ("", [])
 
 
-def test_a_compound_holds_its_word_with_or_without_the_hyphen():
+def test_a_passages_hyphenated_compound_holds_the_word_typed_joined():
     asked = content_terms("prefill speedup")
     assert support(asked, "It speeds up pre-filling: a speed-up of 2.9x.") == 1.0
     assert support(asked, "It speeds up pre-filling by 2.9x.") == 0.5  # "speeds up" is not "speedup"
