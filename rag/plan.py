@@ -140,15 +140,14 @@ class Planner:
         # questions, model-free planner): answered 1,146 -> 1,150 of 1,283, one of the four with
         # another figure of the right paper; abstained unchanged. The same at coverage 0.5.
         last = last_sentence(turn.focus_question) if not turn.followup else ""
-        last_focus: dict[str, frozenset[str]] = {}
+        last_focus = {h.paper_id: grounding.focus_terms(last, " ".join([h.title, *self.retriever.own_names(h)]),
+                                                        wants=turn.wants)
+                      for h in candidates if last and not h.named}
 
         def answers_last(sc: Scored, h: Hit) -> bool:
-            if not last or h.named or (turn.wants == "figure" and not sc.has_figure):
+            focus = last_focus.get(h.paper_id)
+            if focus is None or (turn.wants == "figure" and not sc.has_figure):
                 return False
-            if h.paper_id not in last_focus:
-                subject = " ".join([h.title, *self.retriever.own_names(h)])
-                last_focus[h.paper_id] = grounding.focus_terms(last, subject, wants=turn.wants)
-            focus = last_focus[h.paper_id]
             return (bool(focus) or turn.wants == "figure") and \
                 grounding.coverage(focus, sc.text, index) >= ANCHORED_COVERAGE
 
