@@ -9,7 +9,8 @@
     paperchat eval --chat --split fresh9   # another (session 16): aggregates only
     paperchat eval --chat --split fresh10  # another (session 17): aggregates only
     paperchat eval --chat --split fresh11  # another (session 18): aggregates only
-    paperchat eval --chat --split fresh12  # the latest (session 19): aggregates only
+    paperchat eval --chat --split fresh12  # another (session 19): aggregates only
+    paperchat eval --chat --split fresh13  # the latest (session 20): aggregates only
     paperchat eval --chat --split fresh3   # a retired one (fresh .. fresh5): per question, like dev
 
 `eval/questions-chat.jsonl` was written by helpers who saw the abstracts but not the engine's code
@@ -91,6 +92,13 @@ for hardware, memory, throughput, lists and comparisons) wrote the "fresh12" spl
 all nine styles), and a third (a careful reader who is no native English speaker, with grammar slips and whole
 questions in Spanish, Italian, Korean, Turkish, Vietnamese or Dutch) wrote 75 dev questions (AK-*, all nine
 styles).
+
+Session 20 too: three helpers (a tech journalist half-remembering system names; a senior researcher reviewing
+related work in terse fragments; a student typing on a phone in Hinglish, Portuguese, Polish, Indonesian, Swedish
+or Chinese) wrote 225 dev questions (AL-*, AM-*, AN-*; the first two were meant as a frozen split, but their
+rows were read while checking the file's format, so they went to dev), and two more (a master's student writing
+a literature review, vague and describing ideas; a startup CTO typing keyword queries with names first) wrote
+the "fresh13" split (150 questions, AO-* and AP-*, all nine styles), which nobody here has read.
 """
 
 from __future__ import annotations
@@ -116,9 +124,9 @@ STYLES = ("casual", "described", "list", "compare", "followup-pronoun", "followu
           "near-miss", "absent")
 UNANSWERABLE_STYLES = {"near-miss", "absent"}
 SPLITS = ("dev", "test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9",
-          "fresh10", "fresh11", "fresh12")
+          "fresh10", "fresh11", "fresh12", "fresh13")
 #: Splits reported as aggregates only: nothing is chosen on them.
-FROZEN = ("test", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10", "fresh11", "fresh12")
+FROZEN = ("test", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10", "fresh11", "fresh12", "fresh13")
 #: Splits that were frozen until session 13 and are used for choosing, as dev is, from session 14: a rule
 #: is priced on 1,467 questions from many writers instead of the 715 dev rows that earlier rules were
 #: fitted to. Their results up to session 13 (eval/CHANGELOG.md) were measured while they were frozen.

@@ -164,6 +164,8 @@ FRESH10_SPLIT_SHA256 = "abddcc523c67d9472bd5610071bf717cb9ca6e430af6c6d61adffed7
 FRESH11_SPLIT_SHA256 = "dddd852bda542c16fb4da312603dc1335dc0c7ce7f808be922b0db3deed13e41"
 #: And for fresh12 (150 questions, written at the start of session 19 by two more helpers).
 FRESH12_SPLIT_SHA256 = "a439f05723ccb3207df6b54f41dbc8ebda875202e44c61c1841f4f4f7c354107"
+#: And for fresh13 (150 questions, written at the start of session 20 by two more helpers).
+FRESH13_SPLIT_SHA256 = "f6fec3067b2c49a86b1a2b697f72f100efd614d239e75e303897c09e6fcba0e5"
 
 
 def test_chat_question_set_is_valid_split_and_frozen():
@@ -175,10 +177,10 @@ def test_chat_question_set_is_valid_split_and_frozen():
     assert len(rows) >= 200
     counts = Counter((r["style"], r["split"]) for r in rows)
     # Every style on both sides, the first 308 split about in half; the later dev rows (D-*, E-*, J-*, N-*, R-*,
-    # S-*, V-*, Y-*, O-*, AB-*, AE-*, AH-*, AK-*) are extra.
+    # S-*, V-*, Y-*, O-*, AB-*, AE-*, AH-*, AK-*, AL-*, AM-*, AN-*) are extra.
     halves = Counter((r["style"], r["split"]) for r in rows
                      if not r["id"].startswith(("D-", "E-", "J-", "N-", "R-", "S-", "V-", "Y-", "O-", "AB-",
-                                                "AE-", "AH-", "AK-")))
+                                                "AE-", "AH-", "AK-", "AL-", "AM-", "AN-")))
     for style in STYLES:
         assert counts[style, "dev"] >= 8 and abs(halves[style, "dev"] - halves[style, "test"]) <= 2, style
     assert len({r["lang"] for r in rows if r["style"] == "non-english"}) >= 4
@@ -188,13 +190,13 @@ def test_chat_question_set_is_valid_split_and_frozen():
                           ("fresh6", FRESH6_SPLIT_SHA256), ("fresh7", FRESH7_SPLIT_SHA256),
                           ("fresh8", FRESH8_SPLIT_SHA256), ("fresh9", FRESH9_SPLIT_SHA256),
                           ("fresh10", FRESH10_SPLIT_SHA256), ("fresh11", FRESH11_SPLIT_SHA256),
-                          ("fresh12", FRESH12_SPLIT_SHA256)):
+                          ("fresh12", FRESH12_SPLIT_SHA256), ("fresh13", FRESH13_SPLIT_SHA256)):
         frozen = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows if r["split"] == split]
         assert hashlib.sha256("\n".join(frozen).encode()).hexdigest() == digest, split
     # Every split is dev, retired (chosen on, as dev is) or frozen (decides), and only one of them.
     assert sorted(("dev", *RETIRED, *FROZEN)) == sorted(SPLITS) and not set(RETIRED) & set(FROZEN)
     for split in ("fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9",
-                  "fresh10", "fresh11", "fresh12"):
+                  "fresh10", "fresh11", "fresh12", "fresh13"):
         fresh = Counter(r["style"] for r in rows if r["split"] == split)
         assert all(fresh[style] >= 8 for style in STYLES), (split, fresh)
 
