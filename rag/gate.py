@@ -9,7 +9,7 @@ from .citations import support
 from .retrieve import Hit, HybridRetriever
 from .settings import Settings
 from .text import content_terms, mentions, name_forms, name_slots, question_names, squash, word_grams
-from .tuning import GATE_SHARED_TERMS, GATE_SUPPORT, LONG_NAME, UNKNOWN_NAME_MIN, UNKNOWN_WORD_MIN
+from .tuning import GATE_SHARED_TERMS, GATE_SUPPORT, LONG_NAME, UNKNOWN_NAME_MIN
 
 
 class RelevanceGate:
@@ -30,8 +30,6 @@ class RelevanceGate:
             return False  # the question names something (GPT-5, PagedAttention) no retrieved paper mentions
         if any(h.named for h in hits):
             return True  # "What does DistServe do?": the question names a retrieved paper
-        if strict_names and self.unknown_word(question, hits):
-            return False  # "medusa heads - speedup over vanilla decoding?"
         if max((h.similarity or 0.0) for h in hits) >= self.settings.gate.min_similarity:
             return True
         terms = content_terms(question)
@@ -42,18 +40,6 @@ class RelevanceGate:
             if support(terms, text, weights) >= GATE_SUPPORT and len(terms & content_terms(text)) >= GATE_SHARED_TERMS:
                 return True
         return False
-
-    def unknown_word(self, question: str, hits: list[Hit]) -> bool:
-        """Whether an English question uses, anywhere, a word that is no word (the lexicon) and that none
-        of ``hits`` mentions: the name of something the collection does not hold, typed in lower case
-        where no slot catches it ("medusa heads - speedup?", "anything on prefill on fpgas?"). Only
-        when it is the question's one such word: a question with two or more is in a language the
-        lexicon does not know ("kab khatam karna chahiye"), or mostly names, and the other checks decide."""
-        lexicon = self.retriever.lexicon()
-        odd = [w for w in re.findall(r"[^\W\d_]{4,}", question) if not lexicon.is_word(w)]
-        if len(odd) != 1 or len(odd[0]) < UNKNOWN_WORD_MIN:
-            return False
-        return not mentions(odd[0], word_grams(" ".join(f"{h.title} {h.text}" for h in hits)))
 
     def unknown_name(self, question: str, hits: list[Hit], strict_names: bool = True) -> bool:
         """Whether the question uses a name (of UNKNOWN_NAME_MIN or more letters: a user's own short

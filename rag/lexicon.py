@@ -20,14 +20,6 @@ if TYPE_CHECKING:  # the index imports the dictionary below
 
 # Endings an English word takes, with what its stem may need back ("duplicat|ing" + "e").
 _INFLECTIONS = (("s", ""), ("es", ""), ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("ly", ""), ("er", ""))
-# Beginnings that make a word of a word: "reword", "unquantized", "prefinetuning", "nonuniform".
-_PREFIXES = ("re", "un", "pre", "non")
-# Words of chat and of research publishing that the dictionary lacks and that name no system: a question
-# may use them beside what it asks about ("lemme know ...", "any arxiv papers on ...?"). English usage,
-# chosen on no question set.
-_INFORMAL = frozenset({"lemme", "gimme", "gotta", "gonna", "wanna", "dunno", "kinda", "sorta", "becuz", "tryna",
-                       "arxiv", "neurips", "emnlp", "naacl", "openreview", "github", "huggingface", "preprint",
-                       "preprints"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -90,11 +82,8 @@ class Lexicon:
         return found
 
     def _spelt_as_word(self, part: str) -> bool:
-        if len(part) < 4 or not part.isalpha() or part in self._known or part in _INFORMAL:
+        if len(part) < 4 or not part.isalpha() or part in self._known:
             return True  # too short to tell, or it has digits: other checks read those as names
-        # A letter held for emphasis: "soooo", "okaaay", "pleeease".
-        if (held := re.sub(r"(.)\1{2,}", r"\1\1", part)) != part:
-            return self._part_is_word(held) or self._part_is_word(re.sub(r"(.)\1", r"\1", held))
         # British spellings: "summarise", "optimiser", "analysed", "colours" (the dictionary is American).
         american = re.sub(r"our(s|ed|ing)?$", r"or\1", re.sub(r"(i|y)s(e[ds]?|ers?|ing|ations?)$", r"\1z\2", part))
         if american != part and self._spelt_as_word(american):
@@ -108,10 +97,5 @@ class Lexicon:
             return True
         if get_close_matches(part, self.words, n=1, cutoff=WORD_CUTOFF):
             return True
-        # The collection's words are held as stems: a near spelling of one is compared stem to stem,
-        # and a word cut short is the beginning of one ("tetri infer", "small-vocab").
-        if any(self.index.near_spelling(t, WORD_CUTOFF) for t in tokenize([part])[0]) or self.index.begins(part):
-            return True
-        # An inflection of an inflection, or a prefixed word: "rankers", "rewrites", "unquantized".
-        return any(len(stem) >= 4 and self._part_is_word(stem) for stem in stems) or any(
-            part.startswith(p) and len(part) - len(p) >= 4 and self._part_is_word(part[len(p):]) for p in _PREFIXES)
+        # The collection's words are held as stems: a near spelling of one is compared stem to stem.
+        return any(self.index.near_spelling(t, WORD_CUTOFF) for t in tokenize([part])[0])

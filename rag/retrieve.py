@@ -321,11 +321,6 @@ class KeywordIndex:
             self._words = [w for w in self.bm25.vocab_dict if w.isalpha() and len(w) >= 4]
         return self._words
 
-    def begins(self, word: str) -> bool:
-        """Whether ``word`` (four letters or more) is the beginning of a longer vocabulary term."""
-        word = word.lower()
-        return len(word) >= 4 and any(t.startswith(word) and t != word for t in self._spellings())
-
     def near_spelling(self, term: str, cutoff: float) -> bool:
         """Whether a stemmed term is a vocabulary term or within difflib ratio ``cutoff`` of one (above
         MAX_CORRECTION_VOCAB terms only the first: :meth:`correct_terms` does not correct there)."""

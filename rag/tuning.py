@@ -40,11 +40,6 @@ GATE_SHARED_TERMS = 2
 #: A name of fewer squashed letters ("ODE") may be the user's own acronym, spelt out in the
 #: abstract: only longer names that no hit mentions make the gate abstain. Dev split (issue 13).
 UNKNOWN_NAME_MIN = 4
-#: A word that is no word, anywhere in a question that names no retrieved paper, is a name when it has
-#: this many letters or more: shorter ones are chat words ("tldr", "fwiw", "lemme") and abbreviations
-#: ("expts") as often as names. Dev and the retired splits (2,067 questions, model-free planner): at 5,
-#: abstained +7 and answered -2 ("expts", "cramming"); at 6, +6 and -1.
-UNKNOWN_WORD_MIN = 6
 #: A name with digits of at least this many letters may sit inside a longer one
 #: ("Llama-3.1-70B" in "Llama-3.1-70B-Instruct"); shorter ones must match a whole word. Dev split.
 LONG_NAME = 6

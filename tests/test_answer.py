@@ -724,27 +724,6 @@ def test_a_word_where_a_name_goes_is_a_name_when_it_is_no_word(make_engine):
     assert not engine.gate.unknown_name("Tldr of the speedup?", hits)
 
 
-def test_a_word_that_is_no_word_anywhere_in_a_question_naming_no_paper_is_a_name(make_engine):
-    engine = make_engine()
-    for question in ("medusa heads - speedup over vanilla decoding?",
-                     "what was that pagedattention paper, the vllm one - how much kv memory waste did it cut?"):
-        hits = engine.retrieve(question)
-        assert not any(h.named for h in hits) and engine.gate.unknown_word(question, hits), question
-        assert not engine.gate.relevant(question, hits)
-    hits = engine.retrieve("medusa heads - speedup over vanilla decoding?")
-    # Shorter than UNKNOWN_WORD_MIN, two such words (another language, or mostly names), or one a hit uses.
-    assert not engine.gate.unknown_word("fpgas heads - speedup over vanilla decoding?", hits)
-    assert not engine.gate.unknown_word("medusa kab khatam speedup?", hits)
-    assert not engine.gate.unknown_word("medusa heads - speedup over vanilla decoding?",
-                                        [replace(hits[0], text=hits[0].text + " Medusa heads.")])
-    # What the lexicon reads as words: inflections of inflections, prefixes, a held letter, a word cut
-    # short of the collection's ("tetri" of TetriInfer), chat and publishing words.
-    lexicon = engine.retriever.lexicon()
-    assert all(lexicon.is_word(w) for w in ("rerankers", "rewrites", "unquantized", "soooo", "okaaay", "tetri",
-                                            "vocab", "lemme", "arxiv", "neurips"))
-    assert not any(lexicon.is_word(w) for w in ("splitwise", "pagedattention", "snapkv", "qwertyuiop"))
-
-
 def test_a_named_papers_own_digits_are_neither_an_unknown_name_nor_the_asked_figure(make_engine):
     # "Qwen2" is a piece of "Qwen2.5-1M", and the name's "1" is not a figure the question already
     # holds: "extend the context length to 1 million tokens" answers.
